@@ -1,0 +1,5 @@
+import sys
+
+from latentcam.cli import main
+
+sys.exit(main())

@@ -1,0 +1,79 @@
+"""The ``latentcam`` command line: parses arguments, calls the public API, writes files.
+
+Each command group lives in its own module with a ``register(subparsers)`` function that
+adds its sub-commands; each sub-command's handler takes the parsed ``argparse.Namespace``.
+Errors meant for people (:class:`latentcam.errors.LatentcamError`) are printed as one line
+and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from latentcam.errors import LatentcamError
+
+#: Modules under ``latentcam.cli`` that add sub-commands, in the order of ``--help``.
+COMMAND_MODULES = ("data", "train", "explain", "evaluate", "report", "sweep", "demo")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits with status 2 and one line on bad usage (its default too)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="latentcam",
+        description=(
+            "Train VAEs, conditional VAEs and segmentation VAEs on faces, and explain every "
+            "latent unit with Grad-CAM, traversals and interpretability metrics."
+        ),
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"latentcam.cli.{name}")
+        except ModuleNotFoundError as err:  # a command group not built yet
+            if err.name == f"latentcam.cli.{name}":
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("latentcam")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except LatentcamError as err:
+        print(f"latentcam {args.command}: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print(f"latentcam {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

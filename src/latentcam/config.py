@@ -1,0 +1,213 @@
+"""Typed run configuration: defaults live here, YAML files and ``key=value`` only override.
+
+The schema is a tree of dataclasses (nanoGPT style: every field says why it exists),
+validated by OmegaConf's structured configs, so an unknown key or a value of the wrong
+type is an error that names the key. A resolved config travels inside every checkpoint,
+which therefore describes itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from latentcam.errors import ConfigError
+
+MODEL_KINDS = ("vae", "cvae", "segvae")
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "vae"  # vae | cvae | segvae
+    image_size: int = 64  # square input side in pixels; a power of two (64, 128, 256 in the paper)
+    latent_dim: int = 100  # K, the number of latent units (the paper sweeps 5, 15, 50, 100)
+    num_layers: int = 4  # encoder conv blocks (paper: 3 to 8); the decoder mirrors them
+    base_channels: int = 32  # width of the first conv block; doubles per block
+    max_channels: int = 256  # cap on the doubling, keeps deep/large models affordable
+    min_feature_size: int = 4  # the encoder stops halving at this side; further blocks keep size
+    downsample: str = "stride"  # stride (strided conv) | pool (conv + 2x2 max-pool, the paper's Keras)
+    norm: str = "batch"  # batch | group | instance | none
+    activation: str = "leaky_relu"  # leaky_relu | relu | elu | silu
+    head: str = "linear"  # linear (mu = W vec(A) + b, the paper) | mlp (a hidden layer before mu)
+    head_hidden: int = 256  # width of the hidden layer when head = mlp
+    cond_dim: int = 40  # CVAE: number of conditioning attributes (CelebA has 40)
+    seg_classes: int = 1  # SegVAE: 1 = the paper's binary mask, 19 = full CelebAMask-HQ parsing
+    seg_recon_image: bool = False  # SegVAE: also reconstruct the image from the same latent
+    bottleneck: str = "vector"  # vector (the paper) | spatial (K channels at the smallest map)
+
+
+@dataclass
+class DataConfig:
+    path: str = "synth"  # dataset folder (any supported layout) or "synth" (built-in faces)
+    synth_n: int = 4000  # images to render when path is "synth"
+    synth_seed: int = 0  # seed of the synthetic faces
+    target: str = "parts"  # segvae target: parts (19 classes) | binary (the paper's mask)
+    batch_size: int = 64  # the paper's batch size
+    val_fraction: float = 0.1  # seeded split when the dataset has no official partition
+    test_fraction: float = 0.1
+    num_workers: int = 0  # 0 is fastest on 2 cores: the decoded cache is read in-process
+    limit: int = 0  # use only the first N images of each split (0 = all)
+    cache_dir: str = ""  # where decoded arrays live ("" = $LATENTCAM_CACHE or ~/.cache/latentcam)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20  # passes over the training split
+    max_steps: int = -1  # stop after this many optimiser steps (-1 = no limit)
+    max_minutes: float = 0.0  # wall-clock budget in minutes (0 = none); checkpoints are kept
+    lr: float = 1e-3  # Adam learning rate
+    weight_decay: float = 0.0
+    beta: float = 1.0  # KL weight (beta-VAE, Higgins et al. 2017); SegVAE 0 = the paper's code
+    kl_warmup_steps: int = 0  # linear KL warm-up from 0 to beta (Bowman et al. 2016)
+    recon_loss: str = "mse"  # mse | bce
+    seg_loss: str = "bce_jaccard"  # bce_jaccard (paper) | jaccard | dice | ce | ce_dice
+    seg_weight: float = 1.0  # SegVAE: weight of the segmentation loss
+    recon_weight: float = 1.0  # weight of the image reconstruction loss where there is one
+    grad_clip: float = 0.0  # clip gradient norm to this value (0 = off)
+    seed: int = 0  # seeds torch, numpy and the split: same seed, same run on CPU
+    accelerator: str = "cpu"  # cpu | gpu | auto (passed to Lightning's Trainer)
+    devices: int = 1  # processes/GPUs per node
+    strategy: str = "auto"  # auto | ddp | ddp_spawn | ddp_fork
+    num_nodes: int = 1
+    precision: str = "auto"  # auto (bf16/16-mixed on GPU, 32 on CPU) | 32 | 16-mixed | bf16-mixed
+    log_every_n_steps: int = 10
+    val_check_interval: float = 1.0  # fraction of an epoch between validations
+    deterministic: bool = True  # torch deterministic algorithms (CPU runs are reproducible)
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _fail(err: OmegaConfBaseException, source: str) -> ConfigError:
+    key = getattr(err, "full_key", None) or getattr(err, "key", None)
+    what = str(err).splitlines()[0]
+    where = f" in {source}" if source else ""
+    if key:
+        return ConfigError(f"config key '{key}'{where}: {what}. See latentcam/config.py for the keys.")
+    return ConfigError(f"invalid config{where}: {what}")
+
+
+def load_config(
+    files: Sequence[str | Path] = (),
+    overrides: Sequence[str] = (),
+    base: RunConfig | dict[str, Any] | None = None,
+) -> RunConfig:
+    """Defaults, then ``base``, then each YAML file, then ``key=value`` overrides.
+
+    Args:
+        files: YAML files whose keys override the defaults (e.g. ``configs/vae64.yaml``).
+        overrides: dotted overrides such as ``model.latent_dim=15`` or ``train.lr=3e-4``.
+        base: a config (or its dict) to start from instead of the defaults.
+
+    Raises:
+        ConfigError: an unknown key, a wrong type, an unreadable file, or an invalid value.
+    """
+    schema = OmegaConf.structured(RunConfig)
+    try:
+        merged = schema
+        if base is not None:
+            base_dict = asdict(base) if isinstance(base, RunConfig) else base
+            merged = OmegaConf.merge(merged, OmegaConf.create(base_dict))
+    except OmegaConfBaseException as err:
+        raise _fail(err, "the base config") from None
+    for f in files:
+        path = Path(f)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            merged = OmegaConf.merge(merged, OmegaConf.load(path))
+        except OmegaConfBaseException as err:
+            raise _fail(err, str(path)) from None
+        except Exception as err:  # YAML syntax errors come from yaml, not omegaconf
+            raise ConfigError(f"cannot parse config file {path}: {err}") from None
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ConfigError(f"override '{bad[0]}' is not of the form key=value (e.g. model.latent_dim=15)")
+    try:
+        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+    except OmegaConfBaseException as err:
+        raise _fail(err, "the command line") from None
+    cfg = OmegaConf.to_object(merged)
+    assert isinstance(cfg, RunConfig)
+    validate(cfg)
+    return cfg
+
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "model.kind": MODEL_KINDS,
+    "model.downsample": ("stride", "pool"),
+    "model.norm": ("batch", "group", "instance", "none"),
+    "model.activation": ("leaky_relu", "relu", "elu", "silu"),
+    "model.head": ("linear", "mlp"),
+    "model.bottleneck": ("vector", "spatial"),
+    "data.target": ("parts", "binary"),
+    "train.recon_loss": ("mse", "bce"),
+    "train.seg_loss": ("bce_jaccard", "jaccard", "dice", "ce", "ce_dice"),
+    "train.strategy": ("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"),
+    "train.accelerator": ("cpu", "gpu", "cuda", "mps", "auto"),
+    "train.precision": ("auto", "32", "16-mixed", "bf16-mixed", "64"),
+}
+
+_POSITIVE = (
+    "model.image_size",
+    "model.latent_dim",
+    "model.num_layers",
+    "model.base_channels",
+    "model.max_channels",
+    "model.min_feature_size",
+    "model.seg_classes",
+    "data.batch_size",
+    "data.synth_n",
+    "train.devices",
+    "train.num_nodes",
+)
+
+
+def _get(cfg: RunConfig, dotted: str) -> Any:
+    section, key = dotted.split(".")
+    return getattr(getattr(cfg, section), key)
+
+
+def validate(cfg: RunConfig) -> None:
+    """Check values that types alone cannot: choices, positivity, sizes. Raises ConfigError."""
+    for key, choices in _CHOICES.items():
+        value = _get(cfg, key)
+        if value not in choices:
+            raise ConfigError(f"config key '{key}' is '{value}'; choose one of: {', '.join(choices)}")
+    for key in _POSITIVE:
+        value = _get(cfg, key)
+        if value <= 0:
+            raise ConfigError(f"config key '{key}' must be positive, got {value}")
+    size = cfg.model.image_size
+    if size & (size - 1):
+        raise ConfigError(f"model.image_size must be a power of two (64, 128, 256), got {size}")
+    if cfg.model.min_feature_size > size:
+        raise ConfigError(
+            f"model.min_feature_size ({cfg.model.min_feature_size}) exceeds model.image_size ({size})"
+        )
+    if cfg.model.seg_classes not in (1, 19) and cfg.model.kind == "segvae":
+        raise ConfigError(f"model.seg_classes must be 1 (binary mask) or 19 (parts), got {cfg.model.seg_classes}")
+    if not 0.0 <= cfg.data.val_fraction < 1 or not 0.0 <= cfg.data.test_fraction < 1:
+        raise ConfigError("data.val_fraction and data.test_fraction must lie in [0, 1)")
+    if cfg.data.val_fraction + cfg.data.test_fraction >= 1:
+        raise ConfigError("data.val_fraction + data.test_fraction must leave images for training")
+    if cfg.train.beta < 0 or cfg.train.lr <= 0:
+        raise ConfigError("train.beta must be >= 0 and train.lr > 0")
+
+
+def to_dict(cfg: RunConfig) -> dict[str, Any]:
+    """Plain nested dict of a config (what checkpoints and config.yaml store)."""
+    return asdict(cfg)
+
+
+def to_yaml(cfg: RunConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))

@@ -1,0 +1,30 @@
+"""Errors meant for people.
+
+Every error raised on bad input is a :class:`LatentcamError`: its message says what was
+wrong, where (file, key or value), and what to do. The command line prints the message
+alone and exits with status 2; nothing in the library catches and hides them.
+"""
+
+from __future__ import annotations
+
+
+class LatentcamError(Exception):
+    """Base class of every user-facing error (exit status 2 on the command line)."""
+
+    exit_code = 2
+
+
+class DataError(LatentcamError):
+    """A dataset, file or layout on disk cannot be read as asked."""
+
+
+class ConfigError(LatentcamError):
+    """A configuration key or value is unknown or invalid."""
+
+
+class CheckpointError(LatentcamError):
+    """A checkpoint is missing, corrupt, or does not fit the model or data."""
+
+
+class InputError(LatentcamError):
+    """A tensor, index, layer name or argument passed to the API is invalid."""

@@ -30,7 +30,7 @@ class ModelConfig:
     base_channels: int = 32  # width of the first conv block; doubles per block
     max_channels: int = 256  # cap on the doubling, keeps deep/large models affordable
     min_feature_size: int = 4  # the encoder stops halving at this side; further blocks keep size
-    downsample: str = "stride"  # stride (strided conv) | pool (conv + 2x2 max-pool, the paper's Keras)
+    downsample: str = "stride"  # stride (strided conv) | pool (conv + max-pool, as in the paper)
     norm: str = "batch"  # batch | group | instance | none
     activation: str = "leaky_relu"  # leaky_relu | relu | elu | silu
     head: str = "linear"  # linear (mu = W vec(A) + b, the paper) | mlp (a hidden layer before mu)
@@ -92,7 +92,9 @@ def _fail(err: OmegaConfBaseException, source: str) -> ConfigError:
     what = str(err).splitlines()[0]
     where = f" in {source}" if source else ""
     if key:
-        return ConfigError(f"config key '{key}'{where}: {what}. See latentcam/config.py for the keys.")
+        return ConfigError(
+            f"config key '{key}'{where}: {what}. See latentcam/config.py for the keys."
+        )
     return ConfigError(f"invalid config{where}: {what}")
 
 
@@ -131,7 +133,9 @@ def load_config(
             raise ConfigError(f"cannot parse config file {path}: {err}") from None
     bad = [o for o in overrides if "=" not in o]
     if bad:
-        raise ConfigError(f"override '{bad[0]}' is not of the form key=value (e.g. model.latent_dim=15)")
+        raise ConfigError(
+            f"override '{bad[0]}' is not of the form key=value (e.g. model.latent_dim=15)"
+        )
     try:
         merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
     except OmegaConfBaseException as err:
@@ -182,7 +186,9 @@ def validate(cfg: RunConfig) -> None:
     for key, choices in _CHOICES.items():
         value = _get(cfg, key)
         if value not in choices:
-            raise ConfigError(f"config key '{key}' is '{value}'; choose one of: {', '.join(choices)}")
+            raise ConfigError(
+                f"config key '{key}' is '{value}'; choose one of: {', '.join(choices)}"
+            )
     for key in _POSITIVE:
         value = _get(cfg, key)
         if value <= 0:
@@ -195,7 +201,9 @@ def validate(cfg: RunConfig) -> None:
             f"model.min_feature_size ({cfg.model.min_feature_size}) exceeds model.image_size ({size})"
         )
     if cfg.model.seg_classes not in (1, 19) and cfg.model.kind == "segvae":
-        raise ConfigError(f"model.seg_classes must be 1 (binary mask) or 19 (parts), got {cfg.model.seg_classes}")
+        raise ConfigError(
+            f"model.seg_classes must be 1 (binary mask) or 19 (parts), got {cfg.model.seg_classes}"
+        )
     if not 0.0 <= cfg.data.val_fraction < 1 or not 0.0 <= cfg.data.test_fraction < 1:
         raise ConfigError("data.val_fraction and data.test_fraction must lie in [0, 1)")
     if cfg.data.val_fraction + cfg.data.test_fraction >= 1:

@@ -35,7 +35,9 @@ def to_uint8_hwc(images: torch.Tensor | np.ndarray) -> np.ndarray:
     return (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def make_grid(images: torch.Tensor | np.ndarray, nrow: int = 8, pad: int = 2, fill: int = 255) -> np.ndarray:
+def make_grid(
+    images: torch.Tensor | np.ndarray, nrow: int = 8, pad: int = 2, fill: int = 255
+) -> np.ndarray:
     """Tile N images into one uint8 (H', W', 3) array, ``nrow`` images per row."""
     tiles = to_uint8_hwc(images)
     n, h, w, _ = tiles.shape

@@ -1,0 +1,151 @@
+"""A self-contained HTML report: one ``index.html`` with every image inlined.
+
+The page works offline (no script, font or style from the network): images are embedded as
+base64 data URIs, the style sheet is inline, and there is no JavaScript. A report is a list of
+sections; each section holds paragraphs, figures and tables, in order.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+from PIL import Image
+
+from latentcam.io import atomic_write
+
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("latentcam.report", "templates"),
+    autoescape=jinja2.select_autoescape(["html", "j2"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+@dataclass
+class Figure:
+    src: str  # data URI
+    caption: str
+    width: int | None = None  # display width in CSS pixels (None = natural, capped by the page)
+
+
+@dataclass
+class Table:
+    columns: list[str]
+    rows: list[list[str]]
+    caption: str
+    shades: list[list[float | None]] | None = None  # 0..1 per cell for a heat-table background
+
+
+@dataclass
+class Section:
+    title: str
+    anchor: str
+    blocks: list[tuple[str, Any]] = field(default_factory=list)
+
+    def text(self, paragraph: str) -> Section:
+        """Add a paragraph (plain text; escaped)."""
+        self.blocks.append(("text", paragraph))
+        return self
+
+    def figure(
+        self, image: str | Path | np.ndarray | bytes, caption: str = "", width: int | None = None
+    ) -> Section:
+        """Add an image: a PNG/GIF/JPEG path, encoded bytes, or a uint8 (H, W[, 3]) array."""
+        self.blocks.append(("figure", Figure(data_uri(image), caption, width)))
+        return self
+
+    def table(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        caption: str = "",
+        columns: Sequence[str] | None = None,
+        heat: Sequence[str] = (),
+        digits: int = 3,
+    ) -> Section:
+        """Add a table from dicts; columns named in ``heat`` get a background shade by value."""
+        cols = list(columns or (rows[0].keys() if rows else []))
+        cells = [[_fmt(r.get(c), digits) for c in cols] for r in rows]
+        shades = None
+        if heat:
+            shades = []
+            spans = {c: _span([r.get(c) for r in rows]) for c in heat}
+            for r in rows:
+                shades.append([_shade(r.get(c), spans[c]) if c in spans else None for c in cols])
+        self.blocks.append(("table", Table(cols, cells, caption, shades)))
+        return self
+
+
+@dataclass
+class Report:
+    title: str
+    subtitle: str = ""
+    sections: list[Section] = field(default_factory=list)
+
+    def section(self, title: str) -> Section:
+        anchor = "s" + str(len(self.sections) + 1)
+        sec = Section(title, anchor)
+        self.sections.append(sec)
+        return sec
+
+    def render(self) -> str:
+        return _ENV.get_template("report.html.j2").render(report=self)
+
+    def write(self, out_dir: str | Path) -> Path:
+        """Write ``out_dir/index.html`` atomically and return its path."""
+        target = Path(out_dir) / "index.html"
+        with atomic_write(target) as fh:
+            fh.write(self.render())
+        return target
+
+
+def data_uri(image: str | Path | np.ndarray | bytes) -> str:
+    """Encode an image as a ``data:`` URI (PNG for arrays; the file's own type for paths)."""
+    if isinstance(image, np.ndarray):
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, format="PNG")
+        payload, mime = buf.getvalue(), "image/png"
+    elif isinstance(image, bytes):
+        payload, mime = image, "image/png"
+    else:
+        path = Path(image)
+        payload = path.read_bytes()
+        mime = {
+            ".gif": "image/gif",
+            ".jpg": "image/jpeg",
+            ".jpeg": "image/jpeg",
+            ".svg": "image/svg+xml",
+        }.get(path.suffix.lower(), "image/png")
+    return f"data:{mime};base64," + base64.b64encode(payload).decode("ascii")
+
+
+def _fmt(value: Any, digits: int) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float | np.floating):
+        if not np.isfinite(value):
+            return str(value)
+        return f"{value:.{digits}f}" if abs(value) < 1e4 else f"{value:.3g}"
+    if isinstance(value, list | tuple):
+        return ", ".join(_fmt(v, digits) for v in value)
+    return str(value)
+
+
+def _span(values: Sequence[Any]) -> tuple[float, float]:
+    nums = [float(v) for v in values if isinstance(v, int | float | np.number) and np.isfinite(v)]
+    return (min(nums), max(nums)) if nums else (0.0, 1.0)
+
+
+def _shade(value: Any, span: tuple[float, float]) -> float | None:
+    if not isinstance(value, int | float | np.number) or not np.isfinite(value):
+        return None
+    lo, hi = span
+    return 0.0 if hi <= lo else float((value - lo) / (hi - lo))

@@ -1,0 +1,566 @@
+"""Latent traversals and effect maps: what a latent unit does to the decoded image.
+
+The paper (Sec. 4.2, Fig. 10) adds 0.1 ... 0.9 to one latent unit ("adds 0.1 and 0.5 to
+node 3"), decodes each, and shows a Grad-CAM heatmap "for each iteration": the map of that
+unit on the decoded image, re-encoded. :func:`traverse` does exactly that for many images
+and units at once, and also *measures* the change: the effect map
+|decode(z + step e_k) - decode(z)|, which says where the unit acts on the output and can be
+compared with where the encoder looked (:mod:`latentcam.explain.metrics`).
+
+- :func:`traverse`: decoded images, heatmaps and effect maps (B, K', S, ...).
+- :func:`effect_maps`: |decode(mu + d e_k) - decode(mu - d e_k)| for every unit, batched.
+- :func:`attribute_traversal`: a CVAE's condition attributes instead of latent units.
+- :func:`save_traversal`: strip PNGs, animated GIFs and traversal.npz.
+
+Decoded outputs are the image (``recon``) when the model has one; for a segmentation
+model without an image head they are the class probabilities (sigmoid for the binary
+mask, softmax for parsing), drawn with a class palette.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from latentcam.data.classes import ATTRIBUTE_NAMES
+from latentcam.errors import InputError
+from latentcam.models.base import Decoded, GenerativeModel
+
+log = logging.getLogger(__name__)
+
+Tensor = torch.Tensor
+
+#: The paper's traversal (Sec. 4.2): add 0.1 ... 0.9 to one unit.
+PAPER_STEPS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+#: The paper's Keras code: add 0.05 * j, j = 0 ... 19.
+PAPER_CODE_STEPS: tuple[float, ...] = tuple(round(0.05 * j, 2) for j in range(20))
+#: Default steps of ``mode="sigma"``, in prior standard deviations.
+SIGMA_STEPS: tuple[float, ...] = (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)
+#: Default values of a condition attribute in :func:`attribute_traversal`.
+ATTRIBUTE_STEPS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+MODES = ("additive", "sigma", "attribute")
+OUTPUTS = ("auto", "image", "seg")
+
+
+class Traversal(NamedTuple):
+    """A latent (or attribute) traversal of B images, K' units, S steps.
+
+    Attributes:
+        units: long (K',) latent unit indices (attribute indices for mode "attribute").
+        steps: float (S,) the step values.
+        mode: "additive" (the paper: z_k + step), "sigma" (z_k + step * 1, the step in prior
+            standard deviations) or "attribute" (condition attribute set to step).
+        images: float (B, K', S, 3, H, W) in [0, 1], the decoded images.
+        heatmaps: float (B, K', S, h, w) >= 0, unnormalised Grad-CAM maps of unit k on the
+            decoded image, re-encoded (the paper's "heatmap for each iteration"); for mode
+            "attribute" the mean over all units (the paper's averaged map). For a model with
+            no image output, the maps of the input image (the same for every step).
+        effects: float (B, K', S, H, W) >= 0, |decoded(step) - decoded(unchanged)| averaged
+            over channels (0 at step 0).
+        layer: the explained layer's name.
+        method: the CAM method.
+    """
+
+    units: Tensor
+    steps: Tensor
+    mode: str
+    images: Tensor
+    heatmaps: Tensor
+    effects: Tensor
+    layer: str = ""
+    method: str = ""
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode inside the block (BatchNorm statistics fixed, z = mu); restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def _output(decoded: Decoded, output: str) -> Tensor:
+    """The decoded output compared by effect maps: (N, C, H, W).
+
+    "image": recon in [0, 1]; "seg": class probabilities; "auto": the image when there
+    is one, else the probabilities.
+    """
+    if output not in OUTPUTS:
+        raise InputError(f"unknown output '{output}'; choose one of {', '.join(OUTPUTS)}")
+    if output == "image" or (output == "auto" and decoded.recon is not None):
+        if decoded.recon is None:
+            raise InputError("this model decodes no image (recon is None); use output='seg'")
+        return decoded.recon
+    if decoded.seg_logits is None:
+        raise InputError("this model decodes no segmentation; use output='image'")
+    logits = decoded.seg_logits
+    return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+
+
+def _as_picture(outputs: Tensor) -> Tensor:
+    """Outputs (N, C, H, W) -> RGB (N, 3, H, W) in [0, 1] (class probabilities get a palette)."""
+    C = outputs.shape[1]
+    if C == 3:
+        return outputs
+    if C == 1:
+        return outputs.expand(-1, 3, -1, -1)
+    import matplotlib
+
+    palette = matplotlib.colormaps["tab20"](np.arange(C) % 20)[:, :3]  # (C, 3)
+    colours = torch.as_tensor(palette, dtype=outputs.dtype, device=outputs.device)
+    return torch.einsum("nchw,cd->ndhw", outputs, colours).clamp(0.0, 1.0)
+
+
+def _unit_index(units: Sequence[int] | Tensor | None, K: int, what: str = "unit") -> Tensor:
+    if units is None:
+        return torch.arange(K)
+    index = torch.as_tensor(units, dtype=torch.long).flatten().cpu()
+    if index.numel() == 0:
+        raise InputError(f"no {what}s given")
+    bad = [int(u) for u in index if not 0 <= int(u) < K]
+    if bad:
+        raise InputError(
+            f"{what} index {bad[0]} out of range: the model has {K} {what}s (0..{K - 1})"
+        )
+    return index
+
+
+def _steps(steps: Sequence[float] | Tensor | None, default: Sequence[float]) -> Tensor:
+    values = torch.as_tensor(default if steps is None else steps, dtype=torch.float32).flatten()
+    if values.numel() == 0:
+        raise InputError("no traversal steps given")
+    return values
+
+
+def _decode_chunks(
+    model: GenerativeModel, z: Tensor, cond: Tensor | None, output: str, batch_size: int
+) -> Tensor:
+    """decode(z) for N latents in chunks of ``batch_size`` -> outputs (N, C, H, W)."""
+    if batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    parts = []
+    for start in range(0, z.shape[0], batch_size):
+        stop = start + batch_size
+        decoded = model.decode(z[start:stop], None if cond is None else cond[start:stop])
+        parts.append(_output(decoded, output))
+    return torch.cat(parts)
+
+
+def _repeat(t: Tensor | None, times: int) -> Tensor | None:
+    """Rows (B, ...) -> (B * times, ...), each row repeated ``times`` times in place."""
+    return None if t is None else t.repeat_interleave(times, dim=0)
+
+
+# ----------------------------------------------------------------------------- effect maps
+
+
+@torch.no_grad()
+def effect_maps(
+    model: GenerativeModel,
+    mu: Tensor,
+    units: Sequence[int] | Tensor | None = None,
+    delta: float = 3.0,
+    cond: Tensor | None = None,
+    symmetric: bool = True,
+    output: str = "auto",
+    chunk_size: int = 256,
+) -> Tensor:
+    """Where each latent unit acts on the decoded output.
+
+    symmetric: |decode(mu + delta e_k) - decode(mu - delta e_k)|; else
+    |decode(mu + delta e_k) - decode(mu)|; averaged over colour (or class) channels. The
+    finite-difference counterpart of a unit's Grad-CAM map (the paper's traversal,
+    measured): a unit that moves the mouth has its effect on the mouth. All B*K latents are
+    decoded in chunks of ``chunk_size`` (no loop over images).
+
+    Args:
+        model: a latentcam model (``decode``), put in eval mode for the call.
+        mu: (B, K) posterior means (``model.encode(x)[0]``).
+        units: the K' units (default all K).
+        delta: the step in latent units (3 = three prior standard deviations).
+        cond: (B, A) condition of a CVAE, else None.
+        symmetric: central (True) or one-sided difference.
+        output: "auto" | "image" | "seg" (see module docstring).
+        chunk_size: latents decoded per call.
+
+    Returns:
+        float (B, K', H, W) >= 0 on the model's device; in output units ([0, 1] for images).
+    """
+    device = _device(model)
+    mu = torch.as_tensor(mu, device=device).float()
+    if mu.dim() != 2:
+        raise InputError(f"mu must be (B, K); got {tuple(mu.shape)}")
+    B, K = mu.shape
+    index = _unit_index(units, K).to(device)
+    Kp = index.numel()
+    cond = None if cond is None else torch.as_tensor(cond, device=device).float()
+    with _eval_mode(model):
+        step = torch.zeros(Kp, K, device=device)
+        step[torch.arange(Kp, device=device), index] = delta  # (K', K), row j = delta e_{k_j}
+        plus = (mu.unsqueeze(1) + step.unsqueeze(0)).reshape(B * Kp, K)  # (B*K', K)
+        cond_rep = _repeat(cond, Kp)
+        out_plus = _decode_chunks(model, plus, cond_rep, output, chunk_size)
+        if symmetric:
+            minus = (mu.unsqueeze(1) - step.unsqueeze(0)).reshape(B * Kp, K)
+            out_ref = _decode_chunks(model, minus, cond_rep, output, chunk_size)
+        else:
+            out_ref = _decode_chunks(model, mu, cond, output, chunk_size).repeat_interleave(Kp, 0)
+    effects = (out_plus - out_ref).abs().mean(dim=1)  # (B*K', H, W)
+    return effects.reshape(B, Kp, *effects.shape[-2:])
+
+
+# ----------------------------------------------------------------------------- traversals
+
+
+def _heatmaps_of(
+    model: nn.Module,
+    images: Tensor,
+    cond: Tensor | None,
+    units: Sequence[int] | None,
+    layer: str | None,
+    method: str,
+    batch_size: int,
+) -> tuple[Tensor, str]:
+    """CAM maps of ``units`` (None = the mean over all units) on N images -> (N, T, h, w)."""
+    from latentcam.explain.cam import latent_cams
+
+    chunks, layer_name = [], ""
+    for start in range(0, images.shape[0], batch_size):
+        stop = start + batch_size
+        result = latent_cams(
+            model,
+            images[start:stop],
+            cond=None if cond is None else cond[start:stop],
+            units=units,
+            layer=layer,
+            method=method,
+        )
+        maps = result.maps.detach()
+        chunks.append(maps.mean(dim=1, keepdim=True) if units is None else maps)
+        layer_name = result.layer
+    return torch.cat(chunks), layer_name
+
+
+def traverse(
+    model: GenerativeModel,
+    x: Tensor,
+    units: Sequence[int] | Tensor,
+    steps: Sequence[float] | Tensor | None = None,
+    mode: str = "additive",
+    cond: Tensor | None = None,
+    layer: str | None = None,
+    method: str = "gradcam",
+    batch_size: int = 64,
+    output: str = "auto",
+) -> Traversal:
+    """Traverse latent units of encoded images: the paper's Sec. 4.2 / Fig. 10, measured.
+
+    For each image b, unit k and step s: z = mu_b + s * e_k (``mode="additive"``, the
+    paper, steps default 0.1 ... 0.9; ``mode="sigma"``, steps in prior standard deviations,
+    default -3 ... 3; the prior is N(0, I), so one SD is 1 latent unit). Each z is decoded;
+    the decoded image is re-encoded and the Grad-CAM map of unit k computed on it; and the
+    effect map |decoded(z) - decoded(mu_b)| is taken.
+
+    Args:
+        model: a latentcam model; put in eval mode for the call (z = mu).
+        x: images (B, 3, H, W) in [0, 1].
+        units: the K' units to traverse.
+        steps: the S step values (default by mode).
+        mode: "additive" or "sigma".
+        cond: (B, A) condition of a CVAE, else None.
+        layer: the explanation layer (default ``model.explain_layer``).
+        method: CAM method (see :func:`latentcam.explain.cam.latent_cams`).
+        batch_size: images decoded or explained per call.
+        output: "auto" | "image" | "seg" (see module docstring).
+
+    Returns:
+        :class:`Traversal`; tensors on the model's device.
+    """
+    if mode not in ("additive", "sigma"):
+        raise InputError(f"unknown traversal mode '{mode}'; choose additive or sigma")
+    device = _device(model)
+    x = torch.as_tensor(x, device=device).float()
+    if x.dim() != 4:
+        raise InputError(f"x must be images (B, 3, H, W); got {tuple(x.shape)}")
+    cond = None if cond is None else torch.as_tensor(cond, device=device).float()
+    step_values = _steps(steps, PAPER_STEPS if mode == "additive" else SIGMA_STEPS).to(device)
+    with _eval_mode(model), torch.no_grad():
+        mu, _ = model.encode(x, cond)
+        B, K = mu.shape
+        index = _unit_index(units, K)
+        Kp, S = index.numel(), step_values.numel()
+        base = _output(model.decode(mu, cond), output)  # (B, C, H, W)
+        shift = torch.zeros(Kp, S, K, device=device)
+        shift[torch.arange(Kp, device=device), :, index.to(device)] = step_values  # (K', S, K)
+        z = (mu[:, None, None, :] + shift.unsqueeze(0)).reshape(B * Kp * S, K)
+        cond_rep = _repeat(cond, Kp * S)
+        outputs = _decode_chunks(model, z, cond_rep, output, batch_size)  # (B*K'*S, C, H, W)
+        C, H, W = outputs.shape[1:]
+        outputs = outputs.reshape(B, Kp, S, C, H, W)
+        effects = (outputs - base[:, None, None]).abs().mean(dim=3)  # (B, K', S, H, W)
+        images = _as_picture(outputs.reshape(-1, C, H, W)).reshape(B, Kp, S, 3, H, W)
+    if C == 3 and output != "seg":
+        per_unit = []
+        for j, k in enumerate(index.tolist()):  # one engine call per unit, all images and steps
+            maps, layer_name = _heatmaps_of(
+                model,
+                images[:, j].reshape(B * S, 3, H, W),
+                _repeat(cond, S),
+                [k],
+                layer,
+                method,
+                batch_size,
+            )
+            per_unit.append(maps[:, 0].reshape(B, S, *maps.shape[-2:]))
+        heatmaps = torch.stack(per_unit, dim=1)  # (B, K', S, h, w)
+    else:
+        log.info("model has no image output: heatmaps are those of the input images")
+        maps, layer_name = _heatmaps_of(model, x, cond, index.tolist(), layer, method, batch_size)
+        heatmaps = maps.unsqueeze(2).expand(-1, -1, S, -1, -1).contiguous()
+    return Traversal(
+        units=index.to(device),
+        steps=step_values,
+        mode=mode,
+        images=images,
+        heatmaps=heatmaps,
+        effects=effects,
+        layer=layer_name,
+        method=method,
+    )
+
+
+def attribute_traversal(
+    model: GenerativeModel,
+    x: Tensor,
+    cond: Tensor,
+    attrs: Sequence[int] | Tensor,
+    steps: Sequence[float] | Tensor | None = None,
+    layer: str | None = None,
+    method: str = "gradcam",
+    batch_size: int = 64,
+    output: str = "auto",
+) -> Traversal:
+    """Traverse a CVAE's condition attributes (the paper's CVAE, Sec. 5.2).
+
+    Each image is encoded with its own condition; then attribute a is set to each value
+    in ``steps`` (default 0, 0.25, ..., 1) and mu decoded with the changed condition. Heatmaps
+    are the mean over all units of the Grad-CAM maps (the paper's averaged map) of the
+    decoded image, re-encoded with the changed condition; effects are
+    |decoded(changed) - decoded(own condition)|.
+
+    Args:
+        model: a conditional model (``cond_dim`` > 0).
+        x: images (B, 3, H, W). cond: (B, A) the images' own attributes in {0, 1}.
+        attrs: the A' attribute indices (columns of cond).
+        steps: the S values the attribute takes.
+
+    Returns:
+        :class:`Traversal` with mode "attribute" and ``units`` = the attribute indices.
+    """
+    device = _device(model)
+    x = torch.as_tensor(x, device=device).float()
+    cond = torch.as_tensor(cond, device=device).float()
+    if cond.dim() != 2 or cond.shape[0] != x.shape[0]:
+        raise InputError(f"cond must be (B, A) with B = {x.shape[0]}; got {tuple(cond.shape)}")
+    B, A = cond.shape
+    index = _unit_index(attrs, A, what="attribute")
+    step_values = _steps(steps, ATTRIBUTE_STEPS).to(device)
+    Ap, S = index.numel(), step_values.numel()
+    with _eval_mode(model), torch.no_grad():
+        mu, _ = model.encode(x, cond)
+        base = _output(model.decode(mu, cond), output)
+        changed = cond[:, None, None, :].expand(B, Ap, S, A).clone()  # (B, A', S, A)
+        changed[:, torch.arange(Ap, device=device), :, index.to(device)] = step_values
+        changed = changed.reshape(B * Ap * S, A)
+        z = mu.repeat_interleave(Ap * S, dim=0)  # (B*A'*S, K)
+        outputs = _decode_chunks(model, z, changed, output, batch_size)
+        C, H, W = outputs.shape[1:]
+        outputs = outputs.reshape(B, Ap, S, C, H, W)
+        effects = (outputs - base[:, None, None]).abs().mean(dim=3)
+        images = _as_picture(outputs.reshape(-1, C, H, W)).reshape(B, Ap, S, 3, H, W)
+    if C == 3 and output != "seg":
+        maps, layer_name = _heatmaps_of(
+            model, images.reshape(-1, 3, H, W), changed, None, layer, method, batch_size
+        )
+        heatmaps = maps[:, 0].reshape(B, Ap, S, *maps.shape[-2:])
+    else:
+        maps, layer_name = _heatmaps_of(model, x, cond, None, layer, method, batch_size)
+        heatmaps = maps[:, 0][:, None, None].expand(-1, Ap, S, -1, -1).contiguous()
+    return Traversal(
+        units=index.to(device),
+        steps=step_values,
+        mode="attribute",
+        images=images,
+        heatmaps=heatmaps,
+        effects=effects,
+        layer=layer_name,
+        method=method,
+    )
+
+
+# ----------------------------------------------------------------------------- output files
+
+
+class SavedTraversal(NamedTuple):
+    """Files written by :func:`save_traversal`.
+
+    Attributes:
+        strips: one PNG per unit (rows: decoded image, heatmap overlay, effect map;
+            columns: steps).
+        gifs: one animated GIF per unit (frames: steps).
+        arrays: traversal.npz.
+    """
+
+    strips: list[Path]
+    gifs: list[Path]
+    arrays: Path
+
+
+def _step_label(mode: str, value: float) -> str:
+    if mode == "attribute":
+        return f"={value:g}"
+    unit = "sd" if mode == "sigma" else ""
+    return f"0{unit}" if value == 0 else f"{value:+g}{unit}"
+
+
+def _unit_label(mode: str, index: int) -> tuple[str, str]:
+    """(title, file stem) of a traversed unit or attribute."""
+    if mode == "attribute":
+        name = ATTRIBUTE_NAMES[index] if index < len(ATTRIBUTE_NAMES) else f"attribute {index}"
+        return name, f"attr_{index:02d}"
+    return f"unit {index}", f"unit_{index:03d}"
+
+
+def _with_labels(
+    image: np.ndarray, title: str, columns: Sequence[str], col_width: int, pad: int
+) -> np.ndarray:
+    """Add a title band and one label per column above a uint8 (H, W, 3) image."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=11)
+    band = 30 if columns else 16
+    canvas = Image.new("RGB", (image.shape[1], image.shape[0] + band), (255, 255, 255))
+    canvas.paste(Image.fromarray(image), (0, band))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((pad, 1), title, fill=(0, 0, 0), font=font)
+    for i, label in enumerate(columns):
+        draw.text((pad + i * (col_width + pad) + 2, 15), label, fill=(0, 0, 0), font=font)
+    return np.asarray(canvas)
+
+
+def save_traversal(
+    trav: Traversal,
+    out_dir: str | Path,
+    image_index: int = 0,
+    frame_ms: int = 400,
+) -> SavedTraversal:
+    """Write a traversal: a strip PNG and an animated GIF per unit, and traversal.npz.
+
+    Heatmaps are upsampled to the image size and, like the effect maps, scaled by their
+    maximum over the unit's steps (so that growth across steps stays visible).
+
+    Files (``out_dir``):
+      - ``unit_{k:03d}.png`` (``attr_{a:02d}.png`` for attributes): rows = decoded image,
+        Grad-CAM overlay, effect map; columns = steps; titled.
+      - ``unit_{k:03d}.gif``: one frame per step (image | overlay | effect), looping.
+      - ``traversal.npz``: ``units`` (K',), ``steps`` (S,), ``mode`` (str), ``layer``,
+        ``method``, ``images`` (B, K', S, 3, H, W) uint8 0..255, ``heatmaps``
+        (B, K', S, h, w) float32 unnormalised, ``effects`` (B, K', S, H, W) float32.
+
+    Args:
+        trav: from :func:`traverse` or :func:`attribute_traversal`.
+        out_dir: output folder (created).
+        image_index: which image b the figures show (the npz holds all).
+        frame_ms: GIF frame duration in milliseconds.
+    """
+    from PIL import Image
+
+    from latentcam.explain.cam import normalise, upsample
+    from latentcam.io import atomic_path, ensure_dir
+    from latentcam.report.figures import colorize, make_grid, overlay, save_png, to_uint8_hwc
+
+    out = ensure_dir(out_dir)
+    B, Kp, S, _, H, W = trav.images.shape
+    if not 0 <= image_index < B:
+        raise InputError(f"image_index {image_index} out of range: the traversal has {B} images")
+    scale = max(1, 128 // max(H, W))  # small images are enlarged (nearest) for legibility
+    pad = 2
+    labels = [_step_label(trav.mode, float(s)) for s in trav.steps.tolist()]
+    images = trav.images[image_index].detach().float().cpu()  # (K', S, 3, H, W)
+    heat = upsample(trav.heatmaps[image_index].detach().float().cpu(), (H, W))  # (K', S, H, W)
+    heat = normalise(heat.transpose(0, 1), per="unit").transpose(0, 1)  # max over steps per unit
+    effects = trav.effects[image_index].detach().float().cpu()
+    effects = normalise(effects.transpose(0, 1), per="unit").transpose(0, 1)
+    strips, gifs = [], []
+    for j, k in enumerate(trav.units.tolist()):
+        rows = np.concatenate(
+            [
+                to_uint8_hwc(images[j]),  # (S, H, W, 3)
+                overlay(images[j], heat[j]),
+                colorize(effects[j], cmap="magma"),
+            ]
+        )
+        if scale > 1:
+            rows = rows.repeat(scale, axis=1).repeat(scale, axis=2)
+        title, stem = _unit_label(trav.mode, int(k))
+        method = f"{trav.method} " if trav.method else ""
+        strip = _with_labels(
+            make_grid(rows, nrow=S, pad=pad),
+            f"{title} ({trav.mode}); rows: decoded, {method}map, |effect|",
+            labels,
+            W * scale,
+            pad,
+        )
+        strips.append(save_png(out / f"{stem}.png", strip))
+        frames = []
+        for s in range(S):
+            frame = make_grid(rows[[s, S + s, 2 * S + s]], nrow=3, pad=pad)
+            frames.append(Image.fromarray(_with_labels(frame, f"{title} {labels[s]}", [], 0, pad)))
+        gif = out / f"{stem}.gif"
+        with atomic_path(gif) as tmp:
+            frames[0].save(
+                tmp,
+                format="GIF",
+                save_all=True,
+                append_images=frames[1:],
+                duration=frame_ms,
+                loop=0,
+            )
+        gifs.append(gif)
+    arrays = out / "traversal.npz"
+    with atomic_path(arrays) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(
+            fh,
+            units=trav.units.cpu().numpy(),
+            steps=trav.steps.cpu().numpy(),
+            mode=np.array(trav.mode),
+            layer=np.array(trav.layer),
+            method=np.array(trav.method),
+            images=(trav.images.detach().float().clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(
+                np.uint8
+            ),
+            heatmaps=trav.heatmaps.detach().float().cpu().numpy(),
+            effects=trav.effects.detach().float().cpu().numpy(),
+        )
+    log.info("wrote %d strips, %d GIFs and %s", len(strips), len(gifs), arrays)
+    return SavedTraversal(strips=strips, gifs=gifs, arrays=arrays)

@@ -52,6 +52,9 @@ class DataConfig:
     test_fraction: float = 0.1
     num_workers: int = 0  # 0 is fastest on 2 cores: the decoded cache is read in-process
     limit: int = 0  # use only the first N images of each split (0 = all)
+    skip_bad: bool = (
+        False  # skip unreadable/inconsistent files (listed in a summary) instead of stopping
+    )
     cache_dir: str = ""  # where decoded arrays live ("" = $LATENTCAM_CACHE or ~/.cache/latentcam)
 
 

@@ -1,0 +1,153 @@
+"""Open a trained run together with the images it should be explained on.
+
+Every run-level command (explain, traverse, evaluate, report, the app) starts the same way:
+load the model from a checkpoint or run folder, read ``n`` images of a split of the run's
+own dataset (or another one given by the user) at the size the model was built for, and
+build the CVAE condition from the images' attributes. :func:`open_run_data` does that once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from latentcam.errors import DataError, InputError
+from latentcam.training.checkpoint import LoadedRun, check_image_size, load_run
+
+
+class RunData(NamedTuple):
+    """A loaded run and a batch of its data.
+
+    Attributes:
+        run: the model (eval mode) and its config.
+        images: float32 (N, 3, H, W) in [0, 1].
+        cond: float32 (N, 40) attributes in {0, 1} for a CVAE, else None.
+        parts: int64 (N, H, W) part ids 0..18 where the data has masks, else None.
+        attrs: float32 (N, 40) in {0, 1} where the data has attributes, else None.
+        factors: float32 (N, F) ground-truth factors (synthetic faces), else None.
+        factor_names: the F factor names.
+        data_path: the dataset that was read.
+        split: the split the images come from.
+    """
+
+    run: LoadedRun
+    images: torch.Tensor
+    cond: torch.Tensor | None
+    parts: torch.Tensor | None
+    attrs: torch.Tensor | None
+    factors: torch.Tensor | None
+    factor_names: tuple[str, ...]
+    data_path: str
+    split: str
+
+
+def open_run_data(
+    run: str | Path | LoadedRun,
+    data: str | Path | None = None,
+    n: int = 16,
+    split: str = "val",
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> RunData:
+    """Load a run and the first ``n`` images of ``split`` of its data.
+
+    Args:
+        run: a run folder, a ``.ckpt`` file, or an already loaded run.
+        data: a dataset path (any supported layout, or ``"synth"``); default: the dataset the
+            run was trained on (its config's ``data.path``).
+        n: how many images (fewer if the split is smaller).
+        split: ``"train"``, ``"val"``, ``"test"`` or ``"all"``.
+        cache_dir: where decoded arrays are cached (default: the run's config, then
+            ``$LATENTCAM_CACHE``, then ``~/.cache/latentcam``).
+
+    Raises:
+        CheckpointError, DataError, InputError: unreadable run or data, a CVAE with data that
+            has no attributes, ``n < 1``.
+    """
+    from latentcam.data.dataset import FaceDataset, load_face_data
+
+    if n < 1:
+        raise InputError(f"n must be at least 1, got {n}")
+    loaded = run if isinstance(run, LoadedRun) else load_run(run)
+    cfg = loaded.config
+    path = str(data) if data is not None else cfg.data.path
+    size = cfg.model.image_size
+    face_data = load_face_data(
+        path,
+        size,
+        cache_dir=cache_dir or cfg.data.cache_dir or None,
+        seed=cfg.train.seed,
+        val_fraction=cfg.data.val_fraction,
+        test_fraction=cfg.data.test_fraction,
+        synth_n=cfg.data.synth_n,
+        synth_seed=cfg.data.synth_seed,
+        skip_bad=cfg.data.skip_bad,
+        progress=progress,
+    )
+    check_image_size(cfg.model, face_data.size)
+    dataset = FaceDataset(face_data, split=split)
+    if len(dataset) == 0:
+        raise DataError(f"split '{split}' of {path} is empty; choose another split (--split all)")
+    batch = dataset.batch(np.arange(min(n, len(dataset))))
+    device = next(loaded.model.parameters()).device
+    attrs = batch.get("attrs")
+    cond = None
+    if cfg.model.kind == "cvae":
+        if attrs is None:
+            raise DataError(
+                f"this run is a CVAE conditioned on the 40 CelebA attributes, but {path} has no "
+                "attribute file; use a dataset with attributes (CelebA, CelebAMask-HQ, synth)"
+            )
+        cond = attrs.to(device)
+    return RunData(
+        run=loaded,
+        images=batch["image"].to(device),
+        cond=cond,
+        parts=batch.get("parts"),
+        attrs=attrs,
+        factors=batch.get("factors"),
+        factor_names=tuple(face_data.factor_names),
+        data_path=path,
+        split=split,
+    )
+
+
+def parse_units(text: str | None, num_units: int) -> list[int] | None:
+    """Parse ``"0,3,42"`` (or ``"0-9"`` ranges) into unit indices, checking the range."""
+    if text is None or text.strip() in ("", "auto"):
+        return None
+    units: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1)
+                units.extend(range(int(lo), int(hi) + 1))
+            else:
+                units.append(int(part))
+        except ValueError:
+            raise InputError(
+                f"--units: '{part}' is not a unit index or range (e.g. 0,3,42 or 0-9)"
+            ) from None
+    bad = [u for u in units if not 0 <= u < num_units]
+    if bad:
+        raise InputError(
+            f"--units: unit {bad[0]} is out of range; this model has units 0..{num_units - 1}"
+        )
+    return units
+
+
+def parse_floats(text: str | None, what: str) -> list[float] | None:
+    """Parse ``"0.1,0.5,0.9"`` into floats (None when not given)."""
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"{what}: '{text}' is not a comma-separated list of numbers") from None
+    if not values or not all(np.isfinite(values)):
+        raise InputError(f"{what}: give at least one finite number, got '{text}'")
+    return values

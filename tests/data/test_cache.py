@@ -158,7 +158,7 @@ def test_synth_is_rendered_once_and_read_as_celebamask_hq(
         "synth", 32, cache_dir=cache_dir, synth_n=12, synth_seed=1, progress=False
     )
     assert data.layout == "celebamask_hq" and data.num_images == 12
-    assert data.root == (cache_dir / "synth-n12-s32-seed1").resolve()
+    assert data.root == (cache_dir / "synth-v1-n12-s32-seed1").resolve()
     assert data.factor_names == tuple(synthetic.FACTOR_NAMES)
     truth = synthetic.render_faces(12, 32, 1)
     np.testing.assert_array_equal(data.parts, truth.parts)  # masks -> label maps, exactly

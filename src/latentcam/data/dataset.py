@@ -165,9 +165,12 @@ def synthetic_source(cache_dir: Path, n: int, size: int, seed: int, progress: bo
     """The folder of ``n`` synthetic faces at ``size`` px from ``seed``, rendered on first use.
 
     Rendered by :func:`latentcam.data.synthetic.write_synthetic` in the CelebAMask-HQ layout
-    into ``cache_dir/synth-n{n}-s{size}-seed{seed}`` and reused afterwards.
+    into ``cache_dir/synth-v{version}-n{n}-s{size}-seed{seed}`` and reused afterwards (the
+    renderer's version is in the name, so a changed renderer never reuses old faces).
     """
-    folder = cache_dir / f"synth-n{n}-s{size}-seed{seed}"
+    from latentcam.data.synthetic import GENERATOR_VERSION
+
+    folder = cache_dir / f"synth-v{GENERATOR_VERSION}-n{n}-s{size}-seed{seed}"
     if folder.is_dir():
         return folder
     with cache_lock(folder):

@@ -18,6 +18,16 @@ from typing import IO, Any
 from latentcam.errors import InputError
 
 
+def _default_mode() -> int:
+    """File mode a plain ``open(..., "w")`` would give (0o666 less the umask)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _default_mode()
+
+
 def ensure_dir(path: str | Path, what: str = "--out") -> Path:
     """Create ``path`` (and parents) if needed and check that it can be written.
 
@@ -49,6 +59,7 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     )
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; results are meant to be shared
     try:
         yield tmp
         os.replace(tmp, target)

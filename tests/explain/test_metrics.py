@@ -361,3 +361,17 @@ def test_discretise_equal_width_bins():
     values = np.array([[0.0], [0.49], [0.5], [1.0]])
     assert dis.discretise(values, bins=2)[:, 0].tolist() == [0, 0, 1, 1]
     assert dis.discretise(np.ones((3, 1)), bins=4)[:, 0].tolist() == [0, 0, 0]
+
+
+def test_dci_with_more_units_than_factors() -> None:
+    """Non-square importance: 3 factors carried by 3 of 8 units, 5 units pure noise."""
+    from latentcam.explain.disentangle import dci
+
+    gen = torch.Generator().manual_seed(0)
+    f = torch.rand(400, 3, generator=gen)
+    mu = torch.cat([f[:, [2, 0, 1]], 0.01 * torch.randn(400, 5, generator=gen)], dim=1)
+    res = dci(mu[:200], f[:200], mu[200:], f[200:], method="ridge")
+    assert res.importance.shape == (8, 3)
+    assert res.disentanglement > 0.9
+    assert res.completeness > 0.9
+    assert res.informativeness_test > 0.95

@@ -323,7 +323,7 @@ def _weighted_one_minus_entropy(importance: Tensor, dim: int) -> float:
     per = 1.0 - (-(p * p.log()).sum(dim=dim) / math.log(base))
     total = importance.sum()
     weights = (
-        importance.sum(dim=1 - dim) / total
+        importance.sum(dim=dim) / total
         if total > 0
         else torch.ones(per.shape[0], dtype=per.dtype) / per.shape[0]
     )

@@ -564,3 +564,75 @@ def save_traversal(
         )
     log.info("wrote %d strips, %d GIFs and %s", len(strips), len(gifs), arrays)
     return SavedTraversal(strips=strips, gifs=gifs, arrays=arrays)
+
+
+class TraverseRunResult(NamedTuple):
+    """What :func:`traverse_run` wrote: one saved traversal per mode (and CVAE attributes)."""
+
+    out: Path
+    saved: dict[str, SavedTraversal]
+
+
+def traverse_run(
+    run: str | Path,
+    out: str | Path,
+    data: str | Path | None = None,
+    units: Sequence[int] | None = None,
+    deltas: Sequence[float] | None = None,
+    sigmas: Sequence[float] | None = None,
+    n: int = 4,
+    attributes: Sequence[str] | None = None,
+    layer: str | None = None,
+    method: str = "gradcam",
+    progress: bool = True,
+) -> TraverseRunResult:
+    """``latentcam traverse``: traversals of a trained run on ``n`` validation images.
+
+    Writes ``out/additive/`` (the paper's steps, default 0.1 ... 0.9) and ``out/sigma/``
+    (prior standard deviations, default -3 ... 3), each with a strip PNG and a GIF per unit
+    and ``traversal.npz``; for a CVAE also ``out/attributes/`` (condition attributes
+    traversed from 0 to 1). Default units: the 5 with the highest KL on these images.
+    """
+    from latentcam.data.classes import ATTRIBUTE_IDS
+    from latentcam.errors import InputError
+    from latentcam.io import ensure_dir
+    from latentcam.runs import open_run_data
+    from latentcam.training.losses import kl_per_unit
+
+    out = ensure_dir(out)
+    batch = open_run_data(run, data, n=n, progress=progress)
+    model = batch.run.model
+    if units is None:
+        with torch.no_grad():
+            mu, logvar = model.encode(batch.images, batch.cond)
+        units = kl_per_unit(mu, logvar).argsort(descending=True)[:5].tolist()
+    saved: dict[str, SavedTraversal] = {}
+    for mode, steps in (("additive", deltas), ("sigma", sigmas)):
+        trav = traverse(
+            model,
+            batch.images,
+            units,
+            steps=steps,
+            mode=mode,
+            cond=batch.cond,
+            layer=layer,
+            method=method,
+        )
+        saved[mode] = save_traversal(trav, out / mode)
+    if batch.cond is not None:
+        names = list(attributes or ("Smiling", "Eyeglasses", "Wearing_Hat"))
+        unknown = [a for a in names if a not in ATTRIBUTE_IDS]
+        if unknown:
+            raise InputError(
+                f"unknown attribute '{unknown[0]}'; use CelebA names such as Smiling, Eyeglasses"
+            )
+        trav = attribute_traversal(
+            model,
+            batch.images,
+            batch.cond,
+            [ATTRIBUTE_IDS[a] for a in names],
+            layer=layer,
+            method=method,
+        )
+        saved["attributes"] = save_traversal(trav, out / "attributes")
+    return TraverseRunResult(out, saved)

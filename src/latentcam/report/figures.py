@@ -90,3 +90,54 @@ def save_figure(fig: matplotlib.figure.Figure, path: str | Path, dpi: int = 120)
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
     return path
+
+
+def panel_grid(
+    cells: list[list[np.ndarray]],
+    col_labels: list[str] | None = None,
+    row_labels: list[str] | None = None,
+    title: str = "",
+    colorbar: str | None = "jet",
+    cell_inches: float = 1.35,
+) -> matplotlib.figure.Figure:
+    """A labelled grid of uint8 (H, W, 3) panels, with an optional colour bar.
+
+    Args:
+        cells: rows of panels (all rows the same length).
+        col_labels / row_labels: titles above columns / left of rows.
+        title: figure title.
+        colorbar: colour-map name for a 0..1 colour bar at the right (None: no bar). Heat
+            panels must have been drawn with that colour map and normalised to [0, 1].
+    """
+    import matplotlib.pyplot as plt
+
+    nrows, ncols = len(cells), max(len(r) for r in cells)
+    width = cell_inches * ncols + (0.6 if colorbar else 0.0) + (0.9 if row_labels else 0.0)
+    fig, axes = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(width, cell_inches * nrows + (0.5 if title else 0.2) + (0.3 if col_labels else 0)),
+        squeeze=False,
+    )
+    for r, row in enumerate(cells):
+        for c in range(ncols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c < len(row):
+                ax.imshow(row[c], interpolation="nearest")
+            if r == 0 and col_labels and c < len(col_labels):
+                ax.set_title(col_labels[c], fontsize=8)
+            if c == 0 and row_labels and r < len(row_labels):
+                ax.set_ylabel(row_labels[r], fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(pad=0.3, w_pad=0.15, h_pad=0.3)
+    if colorbar:
+        mappable = matplotlib.cm.ScalarMappable(
+            norm=matplotlib.colors.Normalize(0, 1), cmap=matplotlib.colormaps[colorbar]
+        )
+        fig.colorbar(mappable, ax=axes.ravel().tolist(), fraction=0.025, pad=0.01, label="relevance")
+    return fig

@@ -58,3 +58,16 @@ def test_missing_file_and_malformed_override(tmp_path: Path) -> None:
         load_config([tmp_path / "nope.yaml"])
     with pytest.raises(ConfigError, match="key=value"):
         load_config(overrides=["model.latent_dim"])
+
+
+def test_packaged_recipes_load_by_name() -> None:
+    from latentcam.config import recipe_names
+
+    names = recipe_names()
+    assert {"vae64", "cvae128", "segvae64", "segvae128", "segvae256", "tiny"} <= set(names)
+    for name in names:
+        cfg = load_config([name])
+        assert cfg.model.kind in ("vae", "cvae", "segvae")
+    assert load_config(["segvae64"]).model.latent_dim == 5
+    with pytest.raises(ConfigError, match="recipe name"):
+        load_config(["no_such_recipe"])

@@ -20,6 +20,28 @@ from latentcam.errors import ConfigError
 
 MODEL_KINDS = ("vae", "cvae", "segvae")
 
+#: Packaged recipes: ``--config vae64`` reads ``latentcam/configs/vae64.yaml``.
+RECIPES_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def recipe_names() -> list[str]:
+    """Names of the packaged recipes (``latentcam/configs/*.yaml``)."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def resolve_config_file(name_or_path: str | Path) -> Path:
+    """A YAML path, or the name of a packaged recipe (e.g. ``vae64``). Raises ConfigError."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    recipe = RECIPES_DIR / f"{name_or_path}.yaml"
+    if recipe.is_file():
+        return recipe
+    raise ConfigError(
+        f"config file not found: {path}; give a YAML path or a recipe name "
+        f"({', '.join(recipe_names())})"
+    )
+
 
 @dataclass
 class ModelConfig:
@@ -109,7 +131,8 @@ def load_config(
     """Defaults, then ``base``, then each YAML file, then ``key=value`` overrides.
 
     Args:
-        files: YAML files whose keys override the defaults (e.g. ``configs/vae64.yaml``).
+        files: YAML files, or packaged recipe names (e.g. ``vae64``), whose keys override
+            the defaults, in order.
         overrides: dotted overrides such as ``model.latent_dim=15`` or ``train.lr=3e-4``.
         base: a config (or its dict) to start from instead of the defaults.
 
@@ -125,9 +148,7 @@ def load_config(
     except OmegaConfBaseException as err:
         raise _fail(err, "the base config") from None
     for f in files:
-        path = Path(f)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
+        path = resolve_config_file(f)
         try:
             merged = OmegaConf.merge(merged, OmegaConf.load(path))
         except OmegaConfBaseException as err:

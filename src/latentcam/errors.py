@@ -28,3 +28,7 @@ class CheckpointError(LatentcamError):
 
 class InputError(LatentcamError):
     """A tensor, index, layer name or argument passed to the API is invalid."""
+
+
+class TrainingDivergedError(LatentcamError):
+    """The loss or the weights became NaN/Inf; the last good checkpoint is kept."""

@@ -67,26 +67,15 @@ def open_run_data(
         CheckpointError, DataError, InputError: unreadable run or data, a CVAE with data that
             has no attributes, ``n < 1``.
     """
-    from latentcam.data.dataset import FaceDataset, load_face_data
+    from latentcam.data.dataset import FaceDataset
+    from latentcam.training.datamodule import open_data
 
     if n < 1:
         raise InputError(f"n must be at least 1, got {n}")
     loaded = run if isinstance(run, LoadedRun) else load_run(run)
     cfg = loaded.config
     path = str(data) if data is not None else cfg.data.path
-    size = cfg.model.image_size
-    face_data = load_face_data(
-        path,
-        size,
-        cache_dir=cache_dir or cfg.data.cache_dir or None,
-        seed=cfg.train.seed,
-        val_fraction=cfg.data.val_fraction,
-        test_fraction=cfg.data.test_fraction,
-        synth_n=cfg.data.synth_n,
-        synth_seed=cfg.data.synth_seed,
-        skip_bad=cfg.data.skip_bad,
-        progress=progress,
-    )
+    face_data = open_data(cfg, data, progress=progress)
     check_image_size(cfg.model, face_data.size)
     dataset = FaceDataset(face_data, split=split)
     if len(dataset) == 0:

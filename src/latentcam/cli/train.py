@@ -1,0 +1,260 @@
+"""``latentcam train | sample | reconstruct``: thin wrappers over
+:func:`latentcam.training.train.train` and :mod:`latentcam.generate`.
+
+Config precedence for ``train`` (later wins): the defaults in latentcam/config.py (or, with
+``--resume``, the config stored in the checkpoint), then each ``--config`` file, then the
+flags (``--size`` ...), then the ``key=value`` overrides.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from latentcam.config import MODEL_KINDS
+from latentcam.errors import InputError
+
+#: Flag (argparse dest) -> config key.
+FLAG_KEYS: dict[str, str] = {
+    "model": "model.kind",
+    "data": "data.path",
+    "size": "model.image_size",
+    "latent": "model.latent_dim",
+    "layers": "model.num_layers",
+    "epochs": "train.epochs",
+    "max_steps": "train.max_steps",
+    "minutes": "train.max_minutes",
+    "accelerator": "train.accelerator",
+    "devices": "train.devices",
+    "strategy": "train.strategy",
+    "num_nodes": "train.num_nodes",
+    "seed": "train.seed",
+}
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``train``, ``sample`` and ``reconstruct`` sub-commands."""
+    p = subparsers.add_parser(
+        "train",
+        help="train a vae, cvae or segvae into a run folder",
+        description=(
+            "Train a model into RUN (config.yaml, checkpoints/{best,last}.ckpt, logs/, "
+            "metrics.json). Settings: defaults < --config files < flags < key=value."
+        ),
+        epilog=(
+            "example: latentcam train --model vae --data synth --out runs/vae --size 64 "
+            "--latent 100 --epochs 20 train.lr=3e-4"
+        ),
+    )
+    p.add_argument("--model", choices=MODEL_KINDS, help="model kind (model.kind)")
+    p.add_argument("--data", metavar="PATH", help="dataset folder or 'synth' (data.path)")
+    p.add_argument("--out", required=True, metavar="RUN", help="run folder to write")
+    p.add_argument("--size", type=int, metavar="S", help="image side in px (model.image_size)")
+    p.add_argument("--latent", type=int, metavar="K", help="latent units (model.latent_dim)")
+    p.add_argument("--layers", type=int, metavar="L", help="encoder conv blocks (model.num_layers)")
+    bound = p.add_mutually_exclusive_group()
+    bound.add_argument("--epochs", type=int, metavar="E", help="train E epochs (no step limit)")
+    bound.add_argument(
+        "--max-steps", type=int, metavar="N", help="train N optimiser steps (no epoch limit)"
+    )
+    p.add_argument(
+        "--minutes", type=float, metavar="M", help="wall-clock budget (train.max_minutes)"
+    )
+    p.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="YAML file or packaged recipe name, e.g. vae64, segvae64 (repeatable)",
+    )
+    p.add_argument("--resume", metavar="CKPT", help="continue from a .ckpt, a run folder or 'last'")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--accelerator", choices=("cpu", "gpu", "auto"), help="train.accelerator")
+    p.add_argument("--devices", type=int, metavar="N", help="processes/GPUs per node")
+    p.add_argument("--strategy", choices=("auto", "ddp", "ddp_spawn"), help="train.strategy")
+    p.add_argument("--num-nodes", type=int, metavar="M", help="train.num_nodes")
+    p.add_argument("--seed", type=int, metavar="X", help="train.seed")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.lr=3e-4"
+    )
+    p.set_defaults(handler=run_train)
+    _accept_overrides_anywhere(p)
+
+    s = subparsers.add_parser(
+        "sample",
+        help="draw faces from a trained model's prior",
+        description="Decode prior draws of RUN into DIR/samples.png (attribute-controlled for a cvae).",
+        epilog="example: latentcam sample runs/cvae --out samples --set Smiling=1 Eyeglasses=1",
+    )
+    s.add_argument("run", metavar="RUN", help="run folder or .ckpt")
+    s.add_argument("--out", required=True, metavar="DIR")
+    s.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    s.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="Attr=V",
+        help="cvae attribute values, e.g. Smiling=1",
+    )
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(handler=run_sample)
+
+    r = subparsers.add_parser(
+        "reconstruct",
+        help="reconstruct dataset images with a trained model",
+        description=(
+            "Write DIR/reconstruct.png: a row of inputs, a row of reconstructions and, for a "
+            "segvae, rows of predicted and true masks."
+        ),
+        epilog="example: latentcam reconstruct runs/vae --data synth --out recon --n 16",
+    )
+    r.add_argument("run", metavar="RUN", help="run folder or .ckpt")
+    r.add_argument("--data", required=True, metavar="PATH", help="dataset folder or 'synth'")
+    r.add_argument("--out", required=True, metavar="DIR")
+    r.add_argument("--n", type=int, default=32, help="number of images (default 32)")
+    r.add_argument("--split", choices=("train", "val", "test"), default="val")
+    r.set_defaults(handler=run_reconstruct)
+
+
+def _accept_overrides_anywhere(parser: argparse.ArgumentParser) -> None:
+    """Let ``key=value`` overrides stand between flags too (``--model vae a=1 --size 64 b=2``).
+
+    argparse fills a ``nargs="*"`` positional from one run of arguments only and reports
+    later runs as unrecognised; this collects those ``key=value`` strings into
+    ``overrides``, in command-line order. (Sub-parsers are created by ``add_parser``, so the
+    method is replaced on this instance rather than in a subclass.)
+    """
+    parse_known_args = parser.parse_known_args
+
+    def parse_known_args_collecting(
+        args: Any = None, namespace: Any = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = parse_known_args(args, namespace)
+        later = [a for a in extras if "=" in a and not a.startswith("-")]
+        parsed.overrides = [*(parsed.overrides or []), *later]
+        return parsed, [a for a in extras if a not in later]
+
+    parser.parse_known_args = parse_known_args_collecting  # type: ignore[method-assign,assignment]
+
+
+def flag_overrides(args: argparse.Namespace) -> list[str]:
+    """``key=value`` strings for the flags that were given, in :data:`FLAG_KEYS` order."""
+    out = [
+        f"{key}={getattr(args, dest)}"
+        for dest, key in FLAG_KEYS.items()
+        if getattr(args, dest) is not None
+    ]
+    if args.max_steps is not None:
+        out.append("train.epochs=-1")  # --max-steps alone bounds the run
+    if args.epochs is not None:
+        out.append("train.max_steps=-1")
+    return out
+
+
+def _assignments(items: list[str], what: str) -> dict[str, float]:
+    values: dict[str, float] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError(item)
+            values[name] = float(text)
+        except ValueError:
+            raise InputError(
+                f"{what} '{item}' is not of the form Name=number (e.g. Smiling=1)"
+            ) from None
+    return values
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import logging
+
+    from latentcam.config import load_config
+    from latentcam.training.checkpoint import config_of, read_checkpoint, resolve_resume
+
+    base = None
+    if args.resume:
+        base = config_of(read_checkpoint(resolve_resume(args.resume, Path(args.out))))
+    cfg = load_config(args.config, [*flag_overrides(args), *args.overrides], base=base)
+
+    import lightning  # after the config is known to be valid: a bad key fails fast
+
+    from latentcam.training.train import is_launching_process, train
+
+    # lightning's package logger has its own console handler; stop a second copy at ours
+    logging.getLogger(lightning.__name__).propagate = False
+    result = train(
+        cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress
+    )
+    if is_launching_process():
+        m = result.metrics
+        shown = [
+            f"{k} {m[k]:.4g}"
+            for k in ("val/loss", "val/psnr", "val/miou", "val/iou_binary")
+            if m.get(k) is not None
+        ]
+        print(
+            f"trained {cfg.model.kind} to step {m['global_step']} in {m['train_seconds']:.1f} s: "
+            f"{', '.join(shown)}"
+        )
+        print(
+            f"run: {result.run_dir} (best: {result.best_ckpt}, metrics: {result.run_dir / 'metrics.json'})"
+        )
+    return 0
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    from latentcam.generate import sample
+    from latentcam.io import ensure_dir
+    from latentcam.report.figures import make_grid, save_png
+    from latentcam.training.checkpoint import load_run
+
+    attrs = _assignments(args.set, "--set")
+    run = load_run(args.run)
+    if attrs and run.config.model.kind != "cvae":
+        raise InputError(
+            f"--set needs a cvae run; {args.run} holds a {run.config.model.kind}, which takes "
+            "no attributes"
+        )
+    images = sample(run.model, args.n, attrs or None, seed=args.seed, base=run.attr_means)
+    out = ensure_dir(args.out)
+    path = save_png(out / "samples.png", make_grid(images, nrow=8))
+    print(f"wrote {args.n} samples: {path}")
+    return 0
+
+
+def run_reconstruct(args: argparse.Namespace) -> int:
+    import torch
+
+    from latentcam.data.classes import binary_mask
+    from latentcam.generate import colorize_labels, reconstruct
+    from latentcam.io import ensure_dir
+    from latentcam.report.figures import make_grid, save_png
+    from latentcam.runs import open_run_data
+    from latentcam.training.module import predicted_labels, seg_target_is_binary
+
+    batch = open_run_data(args.run, args.data, n=args.n, split=args.split)
+    cfg, model = batch.run.config, batch.run.model
+    rows = [batch.images]
+    if cfg.model.kind != "segvae" or cfg.model.seg_recon_image:
+        rows.append(reconstruct(model, batch.images, batch.cond))
+    if cfg.model.kind == "segvae":
+        if batch.parts is None:
+            raise InputError(f"{args.data} has no part masks to compare the segvae with")
+        binary = seg_target_is_binary(cfg)
+        with torch.no_grad():
+            seg_logits = model(batch.images).seg_logits
+        assert seg_logits is not None, "a segvae returns seg_logits"
+        target = (
+            torch.from_numpy(binary_mask(batch.parts.numpy())).long() if binary else batch.parts
+        )
+        classes = 2 if binary else cfg.model.seg_classes
+        rows.append(colorize_labels(predicted_labels(seg_logits), classes))
+        rows.append(colorize_labels(target, classes))
+    n = batch.images.shape[0]
+    grid = make_grid(torch.cat([row.cpu() for row in rows]), nrow=n)
+    path = save_png(ensure_dir(args.out) / "reconstruct.png", grid)
+    print(f"wrote {n} inputs and reconstructions ({len(rows)} rows): {path}")
+    return 0

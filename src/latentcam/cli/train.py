@@ -33,26 +33,19 @@ FLAG_KEYS: dict[str, str] = {
 }
 
 
-def register(subparsers: Any) -> None:
-    """Add the ``train``, ``sample`` and ``reconstruct`` sub-commands."""
-    p = subparsers.add_parser(
-        "train",
-        help="train a vae, cvae or segvae into a run folder",
-        description=(
-            "Train a model into RUN (config.yaml, checkpoints/{best,last}.ckpt, logs/, "
-            "metrics.json). Settings: defaults < --config files < flags < key=value."
-        ),
-        epilog=(
-            "example: latentcam train --model vae --data synth --out runs/vae --size 64 "
-            "--latent 100 --epochs 20 train.lr=3e-4"
-        ),
-    )
+def add_run_flags(p: argparse.ArgumentParser, shape: bool = True) -> None:
+    """The flags shared by ``train`` and ``sweep``: model, data, budget, devices, config.
+
+    ``shape=False`` leaves out --size/--latent/--layers (the sweep's grid sets them).
+    """
     p.add_argument("--model", choices=MODEL_KINDS, help="model kind (model.kind)")
     p.add_argument("--data", metavar="PATH", help="dataset folder or 'synth' (data.path)")
-    p.add_argument("--out", required=True, metavar="RUN", help="run folder to write")
-    p.add_argument("--size", type=int, metavar="S", help="image side in px (model.image_size)")
-    p.add_argument("--latent", type=int, metavar="K", help="latent units (model.latent_dim)")
-    p.add_argument("--layers", type=int, metavar="L", help="encoder conv blocks (model.num_layers)")
+    if shape:
+        p.add_argument("--size", type=int, metavar="S", help="image side in px (model.image_size)")
+        p.add_argument("--latent", type=int, metavar="K", help="latent units (model.latent_dim)")
+        p.add_argument(
+            "--layers", type=int, metavar="L", help="encoder conv blocks (model.num_layers)"
+        )
     bound = p.add_mutually_exclusive_group()
     bound.add_argument("--epochs", type=int, metavar="E", help="train E epochs (no step limit)")
     bound.add_argument(
@@ -68,8 +61,6 @@ def register(subparsers: Any) -> None:
         metavar="FILE",
         help="YAML file or packaged recipe name, e.g. vae64, segvae64 (repeatable)",
     )
-    p.add_argument("--resume", metavar="CKPT", help="continue from a .ckpt, a run folder or 'last'")
-    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--accelerator", choices=("cpu", "gpu", "auto"), help="train.accelerator")
     p.add_argument("--devices", type=int, metavar="N", help="processes/GPUs per node")
     p.add_argument("--strategy", choices=("auto", "ddp", "ddp_spawn"), help="train.strategy")
@@ -79,8 +70,28 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.lr=3e-4"
     )
-    p.set_defaults(handler=run_train)
     _accept_overrides_anywhere(p)
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``train``, ``sample`` and ``reconstruct`` sub-commands."""
+    p = subparsers.add_parser(
+        "train",
+        help="train a vae, cvae or segvae into a run folder",
+        description=(
+            "Train a model into RUN (config.yaml, checkpoints/{best,last}.ckpt, logs/, "
+            "metrics.json). Settings: defaults < --config files < flags < key=value."
+        ),
+        epilog=(
+            "example: latentcam train --model vae --data synth --out runs/vae --size 64 "
+            "--latent 100 --epochs 20 train.lr=3e-4"
+        ),
+    )
+    p.add_argument("--out", required=True, metavar="RUN", help="run folder to write")
+    add_run_flags(p)
+    p.add_argument("--resume", metavar="CKPT", help="continue from a .ckpt, a run folder or 'last'")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.set_defaults(handler=run_train)
 
     s = subparsers.add_parser(
         "sample",
@@ -144,7 +155,7 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
     out = [
         f"{key}={getattr(args, dest)}"
         for dest, key in FLAG_KEYS.items()
-        if getattr(args, dest) is not None
+        if getattr(args, dest, None) is not None
     ]
     if args.max_steps is not None:
         out.append("train.epochs=-1")  # --max-steps alone bounds the run

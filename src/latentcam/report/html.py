@@ -54,6 +54,11 @@ class Section:
         self.blocks.append(("text", paragraph))
         return self
 
+    def link(self, href: str, text: str) -> Section:
+        """Add a paragraph holding one link (relative paths keep a report folder portable)."""
+        self.blocks.append(("link", (href, text)))
+        return self
+
     def figure(
         self, image: str | Path | np.ndarray | bytes, caption: str = "", width: int | None = None
     ) -> Section:

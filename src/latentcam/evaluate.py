@@ -123,8 +123,10 @@ def _localisation(
     cams: torch.Tensor, effects: torch.Tensor, parts: torch.Tensor | None, regions: list[str]
 ) -> dict[str, torch.Tensor]:
     """Per-unit localisation scores of maps (N, K, H, W) against each unit's region."""
-    rho = M.rank_correlation(cams, effects).mean(0)
-    iou = M.top_fraction_iou(cams, effects, 0.10).float().mean(0)
+    # A map that is zero everywhere (ReLU of a negative sum) has no ranking: its correlation
+    # is NaN and left out of the mean over images.
+    rho = M.rank_correlation(cams, effects).nanmean(0)
+    iou = M.top_fraction_iou(cams, effects, 0.10).float().nanmean(0)
     out = {"spearman_cam_effect": rho, "top10_iou_cam_effect": iou}
     if parts is not None:
         energy, hits, chance = [], [], []
@@ -357,6 +359,13 @@ def _disentanglement(
     return out
 
 
+def _pooled_iou(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """IoU of binary masks pooled over all images' pixels (as torchmetrics' JaccardIndex)."""
+    inter = ((pred == 1) & (target == 1)).sum()
+    union = ((pred == 1) | (target == 1)).sum()
+    return float(inter / union) if union > 0 else float("nan")
+
+
 def _segmentation(
     batch: RunData, x_m: torch.Tensor, parts_m: torch.Tensor | None
 ) -> dict[str, Any]:
@@ -372,13 +381,13 @@ def _segmentation(
         target_bin = (parts >= 2).long()
         if binary:
             pred_bin = (logits[:, 0] > 0).long().cpu()
-            out["iou_binary"] = float(M.binary_iou(pred_bin.float(), target_bin.float()))
+            out["iou_binary"] = _pooled_iou(pred_bin, target_bin)
         else:
             pred = logits.argmax(1).cpu()
             seg = M.seg_iou(pred, parts, len(PART_NAMES))
             out["miou"] = seg.miou
             out["iou_per_class"] = dict(zip(PART_NAMES, seg.per_class.tolist(), strict=False))
-            out["iou_binary"] = float(M.binary_iou((pred >= 2).float(), target_bin.float()))
+            out["iou_binary"] = _pooled_iou((pred >= 2).long(), target_bin)
     # Seg-Grad-CAM per class over its predicted region, energy inside its true region.
     classes = (
         [1]

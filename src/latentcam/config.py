@@ -60,7 +60,10 @@ class ModelConfig:
     cond_dim: int = 40  # CVAE: number of conditioning attributes (CelebA has 40)
     seg_classes: int = 1  # SegVAE: 1 = the paper's binary mask, 19 = full CelebAMask-HQ parsing
     seg_recon_image: bool = False  # SegVAE: also reconstruct the image from the same latent
-    bottleneck: str = "vector"  # vector (the paper) | spatial (K channels at the smallest map)
+    bottleneck: str = "vector"  # vector (the paper) | spatial: latent_dim channels at the
+    # smallest map (side min_feature_size), so mu is (B, latent_dim * s * s), channel-major
+    decoder: str = "plain"  # plain (transposed conv per level, the paper) | residual (upsample + conv + residual block)
+    coord_channels: bool = False  # x/y coordinate channels at every decoder level (CoordConv)
 
 
 @dataclass
@@ -177,6 +180,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "model.activation": ("leaky_relu", "relu", "elu", "silu"),
     "model.head": ("linear", "mlp"),
     "model.bottleneck": ("vector", "spatial"),
+    "model.decoder": ("plain", "residual"),
     "data.target": ("parts", "binary"),
     "train.recon_loss": ("mse", "bce"),
     "train.seg_loss": ("bce_jaccard", "jaccard", "dice", "ce", "ce_dice"),

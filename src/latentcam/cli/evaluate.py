@@ -75,7 +75,7 @@ def _traverse(args: argparse.Namespace) -> int:
         run,
         args.out,
         data=args.data,
-        units=parse_units(args.units, run.config.model.latent_dim),
+        units=parse_units(args.units, run.model.latent_dim),
         deltas=parse_floats(args.deltas, "--deltas"),
         sigmas=parse_floats(args.sigmas, "--sigmas"),
         n=args.n,

@@ -62,6 +62,13 @@ class GenerativeModel(nn.Module):
     #: Number of condition features the model needs (0 for unconditional models).
     cond_dim: int = 0
 
+    #: Width of mu and z (K; K * s * s for a spatial latent): the number of latent units.
+    latent_dim: int = 0
+
+    def encoder_layers(self) -> list[str]:
+        """Names of the encoder's conv blocks, shallow (high resolution) to deep."""
+        raise NotImplementedError
+
     def encode(
         self, x: torch.Tensor, cond: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -76,7 +76,7 @@ def build_report(
     metrics = _jsonable(evaluate(batch, layers=layers, method=method, progress=progress))
     write_json(out / "metrics.json", metrics)
     show = _subset(batch, n)
-    K = cfg.model.latent_dim
+    K = model.latent_dim  # width of mu (K * s * s for a spatial latent)
     report = Report(
         title=f"latentcam report: {cfg.model.kind.upper()} {cfg.model.image_size}px, latent {K}, "
         f"{cfg.model.num_layers} conv layers",
@@ -117,10 +117,11 @@ def _overview(report: Report, batch: RunData, metrics: dict[str, Any]) -> None:
     cfg = batch.run.config
     sec = report.section("Overview")
     params = sum(p.numel() for p in batch.run.model.parameters())
+    model = batch.run.model
     rows = [
         {"setting": "model", "value": cfg.model.kind},
         {"setting": "image size", "value": cfg.model.image_size},
-        {"setting": "latent units (K)", "value": cfg.model.latent_dim},
+        {"setting": "latent units (width of mu)", "value": model.latent_dim},
         {"setting": "conv layers", "value": cfg.model.num_layers},
         {"setting": "parameters", "value": f"{params:,}"},
         {"setting": "training steps", "value": batch.run.global_step},

@@ -133,7 +133,7 @@ class LatentcamModule(pl.LightningModule):
         self.kind = cfg.model.kind
         self.binary_target = seg_target_is_binary(cfg)
         self.has_image = self.kind != "segvae" or cfg.model.seg_recon_image
-        num_units = cfg.model.latent_dim
+        num_units = self.model.latent_dim  # width of mu (K * s * s for a spatial latent)
 
         self.val_loss = MeanMetric()
         self.val_kl = MeanMetric()

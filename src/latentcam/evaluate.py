@@ -64,6 +64,7 @@ from latentcam.explain.disentangle import (
 from latentcam.explain.targets import SegClass
 from latentcam.explain.traversal import effect_maps
 from latentcam.io import write_json
+from latentcam.models.base import GenerativeModel
 from latentcam.runs import RunData, open_run_data
 from latentcam.training.losses import kl_per_unit
 
@@ -133,7 +134,9 @@ def _localisation(
         for k, region in enumerate(regions):
             if region == "none":
                 nan = torch.tensor(float("nan"))
-                energy.append(nan), hits.append(nan), chance.append(nan)
+                energy.append(nan)
+                hits.append(nan)
+                chance.append(nan)
                 continue
             sc = M.region_scores(cams[:, k : k + 1], parts, region)
             energy.append(sc.energy.mean())
@@ -297,7 +300,7 @@ def evaluate(
 def _disentanglement(
     batch: RunData,
     mu: torch.Tensor,
-    model: torch.nn.Module,
+    model: GenerativeModel,
     x_m: torch.Tensor,
     c_m: torch.Tensor | None,
     parts_m: torch.Tensor | None,
@@ -330,7 +333,7 @@ def _disentanglement(
         _cam_maps(model, x_m, c_m, sorted(set(units)), model.explain_layer, method)
         if parts_m is not None
         else None
-    )  # type: ignore[arg-type]
+    )
     col = {u: i for i, u in enumerate(sorted(set(units)))}
     for f, name in enumerate(batch.factor_names):
         entry: dict[str, Any] = {

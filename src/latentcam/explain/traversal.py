@@ -23,7 +23,7 @@ import contextlib
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
@@ -566,6 +566,10 @@ def save_traversal(
     return SavedTraversal(strips=strips, gifs=gifs, arrays=arrays)
 
 
+if TYPE_CHECKING:
+    from latentcam.training.checkpoint import LoadedRun
+
+
 class TraverseRunResult(NamedTuple):
     """What :func:`traverse_run` wrote: one saved traversal per mode (and CVAE attributes)."""
 
@@ -574,7 +578,7 @@ class TraverseRunResult(NamedTuple):
 
 
 def traverse_run(
-    run: str | Path,
+    run: str | Path | LoadedRun,
     out: str | Path,
     data: str | Path | None = None,
     units: Sequence[int] | None = None,

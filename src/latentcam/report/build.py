@@ -118,7 +118,7 @@ def _overview(report: Report, batch: RunData, metrics: dict[str, Any]) -> None:
     sec = report.section("Overview")
     params = sum(p.numel() for p in batch.run.model.parameters())
     model = batch.run.model
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"setting": "model", "value": cfg.model.kind},
         {"setting": "image size", "value": cfg.model.image_size},
         {"setting": "latent units (width of mu)", "value": model.latent_dim},

@@ -139,5 +139,7 @@ def panel_grid(
         mappable = matplotlib.cm.ScalarMappable(
             norm=matplotlib.colors.Normalize(0, 1), cmap=matplotlib.colormaps[colorbar]
         )
-        fig.colorbar(mappable, ax=axes.ravel().tolist(), fraction=0.025, pad=0.01, label="relevance")
+        fig.colorbar(
+            mappable, ax=axes.ravel().tolist(), fraction=0.025, pad=0.01, label="relevance"
+        )
     return fig

@@ -138,7 +138,8 @@ def _fmt(value: Any, digits: int) -> str:
     if isinstance(value, float | np.floating):
         if not np.isfinite(value):
             return str(value)
-        return f"{value:.{digits}f}" if abs(value) < 1e4 else f"{value:.3g}"
+        number = float(value)
+        return f"{number:.{digits}f}" if abs(number) < 1e4 else f"{number:.3g}"
     if isinstance(value, list | tuple):
         return ", ".join(_fmt(v, digits) for v in value)
     return str(value)

@@ -102,7 +102,9 @@ def metric_vs_latent(
     groups = sorted({r[line] for r in rows})
     for g in groups:
         pts = sorted(
-            (r[x], r.get(metric)) for r in rows if r[line] == g and r.get(metric) is not None
+            (float(r[x]), float(r[metric]))
+            for r in rows
+            if r[line] == g and r.get(metric) is not None
         )
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"{line}={g}")

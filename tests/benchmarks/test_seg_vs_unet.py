@@ -1,0 +1,105 @@
+"""benchmarks/seg_vs_unet.py: the scores on hand-computed labels, and a --quick smoke run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+from latentcam.models import UNet
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "seg_vs_unet.py"
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("seg_vs_unet", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load()
+
+
+def test_score_labels_binary_by_hand() -> None:
+    # one 2x3 image: prediction 1 at 3 pixels, target 1 at 2 of them and 1 other -> 2 / 4
+    pred = torch.tensor([[[1, 1, 1], [0, 0, 0]]])
+    target = torch.tensor([[[0, 1, 1], [1, 0, 0]]])
+    scores = bench.score_labels(pred, target, classes=1)
+    assert scores.iou == pytest.approx(0.5)
+    assert scores.miou is None
+
+
+def test_score_labels_parts_by_hand() -> None:
+    # part ids; binary mask = id >= 2 (0 background and 1 skin are out)
+    pred = torch.tensor([[[0, 1, 2, 13]]])
+    target = torch.tensor([[[0, 2, 2, 1]]])
+    scores = bench.score_labels(pred, target, classes=19)
+    # binary: pred {2, 3}, target {1, 2} -> inter 1, union 3
+    assert scores.iou == pytest.approx(1 / 3)
+    # classes present: 0 (1/1), 1 (0/2), 2 (1/2), 13 (0/1) -> mean 0.375
+    assert scores.miou == pytest.approx((1.0 + 0.0 + 0.5 + 0.0) / 4)
+
+
+def test_predicted_labels() -> None:
+    binary = torch.tensor([[[[0.5, -0.1], [0.0, 3.0]]]])  # (1, 1, 2, 2)
+    assert bench.predicted_labels(binary).tolist() == [[[1, 0], [0, 1]]]
+    parts = torch.zeros(1, 19, 1, 2)
+    parts[0, 13, 0, 0] = 1.0
+    parts[0, 2, 0, 1] = 1.0
+    assert bench.predicted_labels(parts).tolist() == [[[13, 2]]]
+
+
+def test_quick_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "table.md"
+    results = bench.main(["--quick", "--threads", "1", "--target", "both", "--out", str(out)])
+
+    names = [v.name for v in bench.VARIANTS]
+    assert [(r.target, r.variant) for r in results] == [
+        (t, n) for t in ("binary", "parts") for n in names
+    ]
+    by_key = {(r.target, r.variant): r for r in results}
+    # the peer is exactly UNet(3, P, 32, 4); the SegVAEs differ from it
+    for target, classes in (("binary", 1), ("parts", 19)):
+        unet = UNet(in_ch=3, out_ch=classes, base=32, depth=4)
+        assert by_key[(target, "unet")].params == sum(p.numel() for p in unet.parameters())
+        assert by_key[(target, "unet")].gap_iou == 0.0
+        assert by_key[(target, "unet")].final_kl == 0.0
+    # the parts head has 18 more 3x3 output channels than the binary one (+ their biases)
+    paper_b, paper_p = by_key[("binary", "segvae_paper")], by_key[("parts", "segvae_paper")]
+    assert paper_p.params - paper_b.params == 18 * (9 * 32 + 1)
+    for r in results:
+        peer = by_key[(r.target, "unet")]
+        assert r.steps == 2  # --quick caps the steps
+        assert r.images_per_s == pytest.approx(2 * 8 / r.train_s)
+        assert 0.0 <= r.iou <= 1.0
+        assert r.gap_iou == pytest.approx(100.0 * (r.iou - peer.iou))
+        if r.target == "binary":
+            assert r.miou is None and r.gap_miou is None
+        else:
+            assert r.miou is not None and 0.0 <= r.miou <= 1.0
+            assert r.gap_miou == pytest.approx(100.0 * (r.miou - peer.miou))
+        assert math.isfinite(r.final_loss) and r.final_kl >= 0.0
+
+    stdout = capsys.readouterr().out.strip().splitlines()
+    summary = json.loads(stdout[-1])  # the last line is the JSON object
+    assert [row["iou"] for row in summary["results"]] == [r.iou for r in results]
+    assert summary["beta_parts"] == 0.01
+    table = out.read_text()
+    assert table.count("\n| binary |") == 3 and table.count("\n| parts |") == 3
+    assert "KL weight 0 (the paper's code)" in table
+
+
+def test_unknown_variant_is_an_error() -> None:
+    from latentcam.errors import InputError
+
+    with pytest.raises(InputError, match="unknown"):
+        bench.main(["--quick", "--variants", "unet,resnet"])

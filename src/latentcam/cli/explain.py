@@ -1,0 +1,76 @@
+"""``latentcam explain``: Grad-CAM of every latent unit of a trained run, as files.
+
+A thin wrapper over :func:`latentcam.explain.run.explain_run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from latentcam.explain.cam import METHODS
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``explain`` sub-command."""
+    p = subparsers.add_parser(
+        "explain",
+        help="Grad-CAM maps of every latent unit of a trained run",
+        description=(
+            "Explain N images of a run with Grad-CAM for all K latent units at once (Liu et "
+            "al. 2020). Writes DIR/maps.npz (maps (N, K, h, w) unnormalised, mean_map, mu, "
+            "units, images, kl), DIR/grid.png (input, output, averaged map, one overlay per "
+            "unit) and DIR/unit_KKK.png per drawn unit. Without --units, all K maps are "
+            "saved and the --top units by KL are drawn."
+        ),
+        epilog="example: latentcam explain runs/vae --data synth --out runs/vae/explain --units 0,3,42",
+    )
+    p.add_argument("run", metavar="RUN", help="run folder or .ckpt")
+    p.add_argument(
+        "--data", metavar="PATH", help="dataset folder or 'synth' (default: the run's own data)"
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--n", type=int, default=16, help="images to explain (default: %(default)s)")
+    p.add_argument(
+        "--units", metavar="LIST", help="unit indices to save and draw, e.g. 0,3,42 or 0-9"
+    )
+    p.add_argument(
+        "--top",
+        type=int,
+        default=10,
+        help="without --units: draw this many units, highest KL first (default: %(default)s)",
+    )
+    p.add_argument(
+        "--method", choices=METHODS, default="gradcam", help="CAM method (default: %(default)s)"
+    )
+    p.add_argument(
+        "--layer", metavar="NAME", help="encoder layer, e.g. encoder.blocks.2 (default: last block)"
+    )
+    p.add_argument(
+        "--split",
+        choices=("train", "val", "test", "all"),
+        default="val",
+        help="split the images come from (default: %(default)s)",
+    )
+    p.set_defaults(handler=run_explain)
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    from latentcam.explain.run import explain_run
+    from latentcam.runs import parse_units
+
+    units = parse_units(args.units, sys.maxsize)  # the range is checked against the model
+    out = explain_run(
+        args.run,
+        args.data,
+        args.out,
+        n=args.n,
+        units=units,
+        method=args.method,
+        layer=args.layer,
+        split=args.split,
+        top=args.top,
+    )
+    print(f"wrote {out / 'maps.npz'}, {out / 'grid.png'} and the unit figures in {out}")
+    return 0

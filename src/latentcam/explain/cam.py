@@ -1,0 +1,722 @@
+"""One Grad-CAM engine for every latent unit (and any other target) at once.
+
+Liu et al., CVPR 2020 ("Towards Visually Explaining Variational Autoencoders"): for latent
+unit k and an encoder conv layer A (B, C, h, w),
+
+    alpha_c^k = 1/(hw) sum_pq d mu_k / d A_c^pq,      M^k = ReLU(sum_c alpha_c^k A_c),
+
+and the overall map is the mean of the M^k over k. Vinogradova et al. 2020 (Seg-Grad-CAM)
+use the same recipe with a segmentation score (see :mod:`latentcam.explain.targets`).
+
+Every method is a channel/pixel weighting of the SAME gradients G = dY/dA:
+
+=============  ============================================================  ==================
+method         map (before the post-op)                                      source
+=============  ============================================================  ==================
+gradcam        sum_c w_c A_c,  w_c = mean_hw G_c                             Selvaraju 2017
+gradcam++      sum_c w_c A_c,  w_c = sum_hw a ReLU(G_c),                     Chattopadhyay 2018
+               a = G^2 / (2 G^2 + sum_hw(A_c) G^3 + 1e-6), 0 where G = 0     (pytorch-grad-cam)
+xgradcam       sum_c w_c A_c,  w_c = sum_hw(G_c A_c) / (sum_hw A_c + 1e-7)   Fu 2020
+hirescam       sum_c G_c * A_c (elementwise, no averaging)                   Draelos 2020
+layercam       sum_c ReLU(G_c) * A_c                                         Jiang 2021
+=============  ============================================================  ==================
+
+The post-op is ``relu`` (the papers), ``abs`` (Liu et al.'s released code) or ``none``.
+
+How it is computed:
+
+1. One forward pass, with a hook capturing A (removed on exit, also on error). Everything
+   below A runs without autograd; the graph is recorded only from A upwards.
+2. General path: the gradients of all T targets with respect to A in one vectorised
+   backward (``torch.autograd.grad(..., is_grads_batched=True)``, i.e. vmap over one-hot
+   cotangents), chunked over targets so that memory stays bounded.
+3. Exact shortcut: when every target is linear in mu and the path from A to mu is affine
+   (flatten / view / linear / add ... only, with weights that are parameters), d mu_k / dA
+   is the reshaped weight row J_k, the same for every image. J is obtained once (one small
+   backward on a single image, checked numerically) and cached per (model, layer,
+   parameter versions); all maps are then one einsum after one forward, with no backward.
+
+Maps come back unnormalised (B, T, h, w) float32 on the model's device; :func:`upsample`
+and :func:`normalise` are separate, explicit steps.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import re
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from latentcam.errors import InputError
+from latentcam.explain.hooks import capture_activation, eval_mode
+from latentcam.explain.targets import (
+    LatentUnit,
+    Target,
+    TargetLike,
+    as_target,
+    latent_targets,
+    mu_coefficients,
+    target_scores,
+)
+from latentcam.models.base import VAEOutput
+
+log = logging.getLogger(__name__)
+
+METHODS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam")
+POST_OPS = ("relu", "abs", "none")
+NORMALISE_PER = ("map", "unit", "batch")
+
+#: Memory the automatic chunk size aims for (gradients and method temporaries of one chunk).
+CHUNK_BUDGET_BYTES = 1 << 30
+
+
+class CamResult(NamedTuple):
+    """What the engine returns.
+
+    Attributes:
+        maps: (B, T, h, w) float32, unnormalised, on the model's device, at the explained
+            layer's resolution.
+        output: the forward pass output (recon, mu, logvar, z, seg_logits), detached.
+        layer: the explained layer's dotted name.
+        target_names: T readable names (figure titles), e.g. ``mu[3]``.
+        units: (T,) int64 latent unit indices (on the CPU) when every target is a latent
+            unit, else None.
+    """
+
+    maps: torch.Tensor
+    output: VAEOutput
+    layer: str
+    target_names: list[str]
+    units: torch.Tensor | None
+
+
+# ----------------------------------------------------------------------------- layers
+
+
+def _layer_choices(model: nn.Module) -> list[str]:
+    """Names of the conv layers and numbered blocks (``...blocks.N``) of a model."""
+    block = re.compile(r"(^|\.)blocks\.\d+$")
+    return [
+        name
+        for name, module in model.named_modules()
+        if name and (isinstance(module, nn.modules.conv._ConvNd) or block.search(name))
+    ]
+
+
+def resolve_layer(model: nn.Module, layer: str | nn.Module | None = None) -> tuple[str, nn.Module]:
+    """The explained layer as ``(dotted name, module)``.
+
+    Args:
+        model: the model.
+        layer: a dotted module name (``"encoder.blocks.3"``), the module itself, or None
+            for the model's default ``model.explain_layer`` (its last encoder conv block).
+
+    Raises:
+        InputError: an unknown name (the message lists close matches and the conv/block
+            layers that exist), a module that is not part of the model, or no default.
+    """
+    modules = dict(model.named_modules())
+    if isinstance(layer, nn.Module):
+        for name, module in modules.items():
+            if module is layer:
+                return name, module
+        raise InputError(
+            f"the layer module {type(layer).__name__} is not part of the model "
+            f"{type(model).__name__}; pass one of its layers or a layer name"
+        )
+    name = layer if layer is not None else getattr(model, "explain_layer", "")
+    choices = _layer_choices(model)
+    if not name:
+        raise InputError(
+            f"{type(model).__name__} names no default explanation layer (explain_layer); "
+            f"pass layer=NAME, one of: {', '.join(choices) or '(no conv layers found)'}"
+        )
+    if name not in modules or name == "":
+        close = difflib.get_close_matches(name, list(modules), n=3, cutoff=0.6)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise InputError(
+            f"unknown layer '{name}' in {type(model).__name__}.{hint} Conv layers and blocks: "
+            f"{', '.join(choices) or '(none found)'}"
+        )
+    return name, modules[name]
+
+
+# ----------------------------------------------------------------------------- forward
+
+
+def _as_output(raw: Any) -> VAEOutput:
+    """A model's forward result as a VAEOutput; a plain (B, K) tensor is taken as mu."""
+    if isinstance(raw, VAEOutput):
+        return raw
+    if isinstance(raw, torch.Tensor) and raw.dim() == 2:
+        return VAEOutput(recon=None, mu=raw, logvar=torch.zeros_like(raw), z=raw)
+    shape = tuple(raw.shape) if isinstance(raw, torch.Tensor) else type(raw).__name__
+    raise InputError(
+        f"the model returned {shape}; the CAM engine needs a VAEOutput or a (B, K) tensor"
+    )
+
+
+def _forward(
+    model: nn.Module,
+    x: torch.Tensor,
+    cond: torch.Tensor | None,
+    layer: tuple[str, nn.Module],
+    record: bool,
+    replace: torch.Tensor | None = None,
+) -> tuple[VAEOutput, torch.Tensor]:
+    """One forward pass; returns (output, A). Autograd records only from A up, if ``record``."""
+    name, module = layer
+    with (
+        capture_activation(module, name, grad_from_layer=record, replace=replace) as capture,
+        torch.no_grad(),
+    ):
+        raw = model(x) if cond is None else model(x, cond)
+    return _as_output(raw), capture.activation()
+
+
+def _detached(output: VAEOutput) -> VAEOutput:
+    return VAEOutput._make(t.detach() if isinstance(t, torch.Tensor) else t for t in output)
+
+
+# ----------------------------------------------------------------------------- methods
+
+
+def _weighted_sum(weights: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+    """sum_c w_c A_c: weights (T, B|1, C), acts (B, C, h, w) -> (B, T, h, w), as matmuls."""
+    batch, _, height, width = acts.shape
+    flat = acts.flatten(2)  # (B, C, hw)
+    if weights.shape[1] == 1:
+        maps = torch.matmul(weights[:, 0], flat)  # (T, C) @ (B, C, hw) -> (B, T, hw)
+    else:
+        maps = torch.bmm(weights.transpose(0, 1), flat)  # (B, T, C) @ (B, C, hw)
+    return maps.view(batch, -1, height, width)
+
+
+def _pixel_sum(grads: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+    """sum_c G_c * A_c: grads (T, B|1, C, h, w) -> (B, T, h, w)."""
+    if grads.shape[1] == 1:
+        return torch.einsum("tchw,bchw->bthw", grads[:, 0], acts)
+    return torch.einsum("tbchw,bchw->bthw", grads, acts)
+
+
+def _channel_dot(grads: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+    """sum_hw G_c * A_c: grads (T, B|1, C, h, w) -> (T, B, C)."""
+    if grads.shape[1] == 1:
+        return torch.einsum("tchw,bchw->tbc", grads[:, 0], acts)
+    return torch.einsum("tbchw,bchw->tbc", grads, acts)
+
+
+def cam_from_grads(
+    grads: torch.Tensor, acts: torch.Tensor, method: str = "gradcam", post: str = "relu"
+) -> torch.Tensor:
+    """The maps of one method from gradients and activations.
+
+    Args:
+        grads: G = dY_t/dA, (T, B, C, h, w), or (T, 1, C, h, w) when the gradients are
+            the same for every image (the affine shortcut). For ``gradcam`` only the
+            spatial mean of G matters, so (T, B|1, C, 1, 1) (G already averaged) works too.
+        acts: A, (B, C, h, w).
+        method: one of :data:`METHODS` (definitions in the module docstring).
+        post: ``relu`` | ``abs`` | ``none``, applied to the summed map.
+
+    Returns:
+        (B, T, h, w) maps, unnormalised, in the dtype of ``acts``.
+    """
+    if method == "gradcam":
+        maps = _weighted_sum(grads.mean(dim=(-2, -1)), acts)
+    elif method == "gradcam++":
+        sum_acts = acts.sum(dim=(-2, -1))[None, :, :, None, None]  # (1, B, C, 1, 1)
+        grads2 = grads * grads
+        alpha = grads2 / (2 * grads2 + sum_acts * grads2 * grads + 1e-6)
+        alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
+        maps = _weighted_sum((alpha * grads.relu()).sum(dim=(-2, -1)), acts)
+    elif method == "xgradcam":
+        weights = _channel_dot(grads, acts) / (acts.sum(dim=(-2, -1))[None] + 1e-7)
+        maps = _weighted_sum(weights, acts)
+    elif method == "hirescam":
+        maps = _pixel_sum(grads, acts)
+    elif method == "layercam":
+        maps = _pixel_sum(grads.relu(), acts)
+    else:
+        raise InputError(f"unknown CAM method '{method}'; choose one of: {', '.join(METHODS)}")
+    if post == "relu":
+        return maps.relu()
+    if post == "abs":
+        return maps.abs()
+    if post == "none":
+        return maps
+    raise InputError(f"unknown post-op '{post}'; choose one of: {', '.join(POST_OPS)}")
+
+
+# ----------------------------------------------------------------------------- gradients
+
+
+def _batched_grads(
+    scores: torch.Tensor, acts: torch.Tensor, columns: range, retain_graph: bool
+) -> torch.Tensor:
+    """d scores[:, t] / dA for t in ``columns`` (a contiguous range) in one vectorised
+    backward: (Tc, B, C, h, w).
+
+    Images are independent in eval mode, so the gradient of a column summed over the batch
+    gives every image's own gradient.
+    """
+    batch, num_targets = scores.shape
+    cotangents = scores.new_zeros(len(columns), batch, num_targets)
+    rows = torch.arange(len(columns), device=scores.device)
+    cotangents[rows, :, rows + columns.start] = 1.0
+    (grads,) = torch.autograd.grad(
+        scores,
+        acts,
+        grad_outputs=cotangents,
+        retain_graph=retain_graph,
+        is_grads_batched=True,
+        allow_unused=True,
+        materialize_grads=True,
+    )
+    return grads
+
+
+def _auto_chunk(num_targets: int, per_target_bytes: int) -> int:
+    return max(1, min(num_targets, CHUNK_BUDGET_BYTES // max(per_target_bytes, 1)))
+
+
+# ----------------------------------------------------------------------------- affine shortcut
+
+#: Backward nodes of ops that are linear in every input (so any input may depend on A).
+_LINEAR_NODES = frozenset(
+    {
+        "ViewBackward0",
+        "UnsafeViewBackward0",
+        "ReshapeAliasBackward0",
+        "AliasBackward0",
+        "AsStridedBackward0",
+        "TBackward0",
+        "TransposeBackward0",
+        "TransposeBackward1",
+        "PermuteBackward0",
+        "ExpandBackward0",
+        "SqueezeBackward0",
+        "SqueezeBackward1",
+        "SqueezeBackward2",
+        "SqueezeBackward3",
+        "UnsqueezeBackward0",
+        "CloneBackward0",
+        "ToCopyBackward0",
+        "AddBackward0",
+        "AddBackward1",
+        "SubBackward0",
+        "SubBackward1",
+        "RsubBackward0",
+        "RsubBackward1",
+        "NegBackward0",
+        "MulBackward1",  # times a Python scalar
+        "DivBackward1",  # divided by a Python scalar
+        "SplitBackward0",
+        "SplitWithSizesBackward0",
+        "UnbindBackward0",
+        "SliceBackward0",
+        "SelectBackward0",
+        "CatBackward0",
+        "StackBackward0",
+        "SumBackward0",
+        "SumBackward1",
+        "MeanBackward0",
+        "MeanBackward1",
+        "AvgPool2DBackward0",
+        "AdaptiveAvgPool2DBackward0",
+    }
+)
+
+#: Backward nodes of products: positions of the multiplied operands in ``next_functions``.
+#: At most one may depend on A; the others must be computed from parameters only.
+_PRODUCT_NODES: dict[str, tuple[int, ...]] = {
+    "MmBackward0": (0, 1),
+    "BmmBackward0": (0, 1),
+    "MvBackward0": (0, 1),
+    "DotBackward0": (0, 1),
+    "MulBackward0": (0, 1),
+    "LinearBackward0": (0, 1),
+    "ConvolutionBackward0": (0, 1),
+    "AddmmBackward0": (1, 2),
+    "AddmvBackward0": (1, 2),
+    "BaddbmmBackward0": (1, 2),
+    "DivBackward0": (0, 1),  # and the divisor (position 1) must not depend on A
+}
+
+
+def is_affine_path(root: torch.Tensor, acts: torch.Tensor, params: set[int]) -> bool:
+    """True if ``root`` is an affine function of the leaf ``acts`` with input-free weights.
+
+    Walks ``root.grad_fn`` back to ``acts``; every node on a path to ``acts`` must be a
+    linear op (:data:`_LINEAR_NODES`), or a product (:data:`_PRODUCT_NODES`) whose other
+    operands come from model parameters alone (ids in ``params``) — not from a tensor
+    computed without autograd, which could depend on the input. Unknown nodes: False.
+    """
+    reaches: dict[Any, bool] = {}
+    parametric: dict[Any, bool] = {}
+
+    def reaches_acts(node: Any) -> bool:
+        if node is None:
+            return False
+        if node not in reaches:
+            if type(node).__name__ == "AccumulateGrad":
+                reaches[node] = node.variable is acts
+            else:
+                reaches[node] = any(reaches_acts(child) for child, _ in node.next_functions)
+        return reaches[node]
+
+    def from_params(node: Any) -> bool:
+        if node is None:
+            return False
+        if node not in parametric:
+            if type(node).__name__ == "AccumulateGrad":
+                parametric[node] = id(node.variable) in params
+            else:
+                parametric[node] = all(from_params(child) for child, _ in node.next_functions)
+        return parametric[node]
+
+    def affine(node: Any, seen: set[int]) -> bool:
+        if id(node) in seen or type(node).__name__ == "AccumulateGrad":
+            return True
+        seen.add(id(node))
+        kind = type(node).__name__
+        children = [child for child, _ in node.next_functions]
+        if kind in _PRODUCT_NODES:
+            factors = _PRODUCT_NODES[kind]
+            dependent = [i for i in factors if reaches_acts(children[i])]
+            if len(dependent) > 1 or (kind == "DivBackward0" and 1 in dependent):
+                return False
+            if dependent and not all(
+                from_params(children[i]) for i in factors if i not in dependent
+            ):
+                return False
+        elif kind not in _LINEAR_NODES:
+            return False
+        return all(affine(child, seen) for child in children if reaches_acts(child))
+
+    return root.grad_fn is not None and reaches_acts(root.grad_fn) and affine(root.grad_fn, set())
+
+
+@dataclass(frozen=True)
+class _AffineEntry:
+    key: tuple[Any, ...]
+    jacobian: torch.Tensor | None  # (K, C, h, w), or None: the path is not affine
+
+
+_AFFINE_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[str, _AffineEntry]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _cache_key(
+    model: nn.Module, layer: str, x: torch.Tensor, cond: torch.Tensor | None
+) -> tuple[Any, ...]:
+    params = tuple((p.data_ptr(), p._version) for p in model.parameters())
+    cond_shape = None if cond is None else tuple(cond.shape[1:])
+    return (layer, tuple(x.shape[1:]), x.dtype, x.device, cond_shape, params)
+
+
+def _probe_jacobian(
+    model: nn.Module,
+    x: torch.Tensor,
+    cond: torch.Tensor | None,
+    layer: tuple[str, nn.Module],
+) -> torch.Tensor | None:
+    """d mu / dA (K, C, h, w) if the path from A to mu is affine, from one image; else None.
+
+    Two checks must pass: the autograd graph from A to mu holds affine ops only
+    (:func:`is_affine_path`), and mu moves exactly as J predicts when A is perturbed at
+    random (mu(A') - mu(A) = J (A' - A), up to float rounding).
+    """
+    x1 = x[:1]
+    cond1 = None if cond is None else cond[:1]
+    output, acts = _forward(model, x1, cond1, layer, record=True)
+    params = {id(p) for p in model.parameters()}
+    if not is_affine_path(output.mu, acts, params):
+        return None
+    num_units = output.mu.shape[1]
+    chunk = _auto_chunk(num_units, 4 * acts.numel() * acts.element_size())
+    jacobian = torch.cat(
+        [
+            _batched_grads(output.mu, acts, range(s, min(s + chunk, num_units)), retain_graph=True)
+            for s in range(0, num_units, chunk)
+        ]
+    )[:, 0]  # (K, C, h, w)
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.randn(tuple(acts.shape), generator=generator).to(acts)
+    shifted = acts.detach() + noise * (acts.detach().abs().mean() + 1e-3)
+    moved, _ = _forward(model, x1, cond1, layer, record=False, replace=shifted)
+    delta = (shifted - acts.detach()).flatten(1)  # (1, D)
+    jac = jacobian.flatten(1)  # (K, D)
+    predicted = delta @ jac.T
+    error = (moved.mu - output.mu.detach() - predicted).abs()
+    scale = delta.abs() @ jac.abs().T + output.mu.detach().abs() + moved.mu.abs()
+    if not bool((error <= 1e-3 * scale + 1e-6).all()):
+        log.debug("layer %s -> mu looked affine but failed the numeric check", layer[0])
+        return None
+    return jacobian.detach()
+
+
+def _affine_jacobian(
+    model: nn.Module,
+    x: torch.Tensor,
+    cond: torch.Tensor | None,
+    layer: tuple[str, nn.Module],
+) -> torch.Tensor | None:
+    """Cached :func:`_probe_jacobian` (the model must already be in eval mode)."""
+    key = _cache_key(model, layer[0], x, cond)
+    per_layer = _AFFINE_CACHE.setdefault(model, {})
+    entry = per_layer.get(layer[0])
+    if entry is None or entry.key != key:
+        entry = _AffineEntry(key, _probe_jacobian(model, x, cond, layer))
+        per_layer[layer[0]] = entry
+    return entry.jacobian
+
+
+def affine_jacobian(
+    model: nn.Module,
+    x: torch.Tensor,
+    cond: torch.Tensor | None = None,
+    layer: str | nn.Module | None = None,
+) -> torch.Tensor | None:
+    """d mu / dA (K, C, h, w) when the path from the layer to mu is affine, else None.
+
+    With an affine head (the paper's flatten + Linear), this is the reshaped weight matrix
+    of mu: it does not depend on the image, so neither do the Grad-CAM channel weights
+    alpha^k = mean_hw J_k (the maps are class activation maps with fixed weights). Only the
+    first image of ``x`` (and ``cond``) is used. Cached per (model, layer, parameters).
+    """
+    named = resolve_layer(model, layer)
+    with eval_mode(model):
+        return _affine_jacobian(model, x, cond, named)
+
+
+# ----------------------------------------------------------------------------- engine
+
+
+def _explain(
+    model: nn.Module,
+    x: torch.Tensor,
+    cond: torch.Tensor | None,
+    targets: Sequence[Target] | None,
+    of: str,
+    seed: int,
+    layer: str | nn.Module | None,
+    method: str,
+    post: str,
+    chunk_size: int | None,
+) -> CamResult:
+    """Shared engine; ``targets=None`` means every latent unit of ``of``."""
+    if method not in METHODS:
+        raise InputError(f"unknown CAM method '{method}'; choose one of: {', '.join(METHODS)}")
+    if post not in POST_OPS:
+        raise InputError(f"unknown post-op '{post}'; choose one of: {', '.join(POST_OPS)}")
+    if chunk_size is not None and chunk_size < 1:
+        raise InputError(f"chunk_size must be a positive number of targets, got {chunk_size}")
+    named = resolve_layer(model, layer)
+    linear_in_mu = of == "mu" if targets is None else all(t.linear_in_mu for t in targets)
+    with eval_mode(model):
+        jacobian = _affine_jacobian(model, x, cond, named) if linear_in_mu else None
+        output, acts = _forward(model, x, cond, named, record=jacobian is None)
+    if targets is None:
+        targets = latent_targets(range(output.mu.shape[1]), of=of, seed=seed)
+    num_targets = len(targets)
+    batch = acts.shape[0]
+    per_image = acts[0].numel() * acts.element_size()
+
+    chunks: list[torch.Tensor] = []
+    if jacobian is not None:
+        log.debug("layer %s: exact affine shortcut for %d targets", named[0], num_targets)
+        for target in targets:
+            target.check(output)
+        coefficients = mu_coefficients(targets, output.mu.shape[1])
+        assert coefficients is not None
+        coefficients = coefficients.to(jacobian)
+        if method == "gradcam":  # only mean_hw of the gradients matters: average J first
+            jacobian = jacobian.mean(dim=(-2, -1), keepdim=True)  # (K, C, 1, 1)
+        size = chunk_size or _auto_chunk(num_targets, 4 * batch * per_image)
+        for start in range(0, num_targets, size):
+            rows = coefficients[start : start + size]  # (Tc, K)
+            grads = torch.einsum("tk,kchw->tchw", rows, jacobian)[:, None]  # (Tc, 1, C, h, w)
+            chunks.append(cam_from_grads(grads, acts.detach(), method, post))
+    else:
+        scores = target_scores(targets, output)  # (B, T)
+        if scores.grad_fn is None:
+            raise InputError(
+                f"the targets ({', '.join(t.name for t in targets[:3])}...) do not depend on "
+                f"layer '{named[0]}'; explain a layer below them"
+            )
+        graph_bytes = sum(
+            t[0].numel() * t.element_size()
+            for t in output
+            if isinstance(t, torch.Tensor) and t.requires_grad
+        )
+        size = chunk_size or _auto_chunk(num_targets, batch * (4 * per_image + 2 * graph_bytes))
+        log.debug(
+            "layer %s: batched backward, %d targets in chunks of %d", named[0], num_targets, size
+        )
+        for start in range(0, num_targets, size):
+            stop = min(start + size, num_targets)
+            grads = _batched_grads(
+                scores, acts, range(start, stop), retain_graph=stop < num_targets
+            )
+            chunks.append(cam_from_grads(grads, acts.detach(), method, post))
+
+    maps = torch.cat(chunks, dim=1).float()  # (B, T, h, w)
+    units = None
+    if all(isinstance(t, LatentUnit) for t in targets):
+        units = torch.tensor(
+            [t.unit for t in targets if isinstance(t, LatentUnit)], dtype=torch.long
+        )
+    return CamResult(
+        maps=maps,
+        output=_detached(output),
+        layer=named[0],
+        target_names=[t.name for t in targets],
+        units=units,
+    )
+
+
+def latent_cams(
+    model: nn.Module,
+    x: torch.Tensor,
+    cond: torch.Tensor | None = None,
+    units: Sequence[int] | torch.Tensor | None = None,
+    layer: str | nn.Module | None = None,
+    method: str = "gradcam",
+    of: str = "mu",
+    post: str = "relu",
+    seed: int = 0,
+    chunk_size: int | None = None,
+) -> CamResult:
+    """Grad-CAM maps of every latent unit (or the given ones) for a batch, in one pass.
+
+    Liu et al. (CVPR 2020): M^k = ReLU(sum_c alpha_c^k A_c) with alpha_c^k the spatial
+    mean of d mu_k / d A_c; the overall map is ``mean_map(result)``.
+
+    Args:
+        model: any module whose forward(x[, cond]) returns a VAEOutput (or a (B, K) mu).
+            Explained in eval mode; its previous mode is restored.
+        x: images (B, 3, H, W) float in [0, 1], on the model's device.
+        cond: CVAE condition (B, cond_dim), passed to the forward, or None.
+        units: latent unit indices (T,), default all K units.
+        layer: layer name or module; default ``model.explain_layer``.
+        method: gradcam | gradcam++ | xgradcam | hirescam | layercam.
+        of: "mu" (deterministic, default) or "z" (the sampled z = mu + sigma * eps,
+            eps from ``torch.Generator().manual_seed(seed)``; the paper's code variant).
+        post: relu (default) | abs (Liu et al.'s code) | none.
+        seed: seed of eps when ``of="z"``.
+        chunk_size: targets per vectorised backward (default: automatic, memory-bounded).
+
+    Returns:
+        CamResult with maps (B, T, h, w) float32, unnormalised.
+
+    Raises:
+        InputError: unknown layer/method/post-op, unit index out of range.
+    """
+    if units is None:
+        return _explain(model, x, cond, None, of, seed, layer, method, post, chunk_size)
+    indices = [int(k) for k in (units.tolist() if isinstance(units, torch.Tensor) else units)]
+    if not indices:
+        raise InputError("units is empty; give at least one latent unit index (or None for all)")
+    targets = latent_targets(indices, of=of, seed=seed)
+    return _explain(model, x, cond, targets, of, seed, layer, method, post, chunk_size)
+
+
+def compute_cams(
+    model: nn.Module,
+    x: torch.Tensor,
+    targets: Sequence[TargetLike],
+    cond: torch.Tensor | None = None,
+    layer: str | nn.Module | None = None,
+    method: str = "gradcam",
+    post: str = "relu",
+    chunk_size: int | None = None,
+) -> CamResult:
+    """Grad-CAM maps for general targets (latent units, sums, Seg-Grad-CAM classes, callables).
+
+    Args:
+        model, x, cond, layer, method, post, chunk_size: as in :func:`latent_cams`.
+        targets: T targets, each a :class:`~latentcam.explain.targets.Target` or a callable
+            ``VAEOutput -> (B,)`` score (wrapped as a ``CustomTarget``).
+
+    Returns:
+        CamResult with maps (B, T, h, w) float32, unnormalised, in the order of ``targets``.
+    """
+    resolved = [as_target(t) for t in targets]
+    if not resolved:
+        raise InputError("targets is empty; give at least one target")
+    return _explain(model, x, cond, resolved, "mu", 0, layer, method, post, chunk_size)
+
+
+# ----------------------------------------------------------------------------- post-processing
+
+
+def mean_map(result: CamResult | torch.Tensor) -> torch.Tensor:
+    """Liu et al.'s overall map: the mean over targets, (B, T, h, w) -> (B, h, w)."""
+    maps = result.maps if isinstance(result, CamResult) else result
+    return maps.mean(dim=1)
+
+
+def upsample(
+    maps: torch.Tensor, size: int | tuple[int, int], mode: str = "bilinear"
+) -> torch.Tensor:
+    """Resize maps (..., h, w) to (..., H, W) (``size`` = H or (H, W)).
+
+    Costs more than computing the maps at layer resolution: upsample only what is shown.
+    """
+    height, width = (size, size) if isinstance(size, int) else size
+    lead = maps.shape[:-2]
+    flat = maps.reshape(-1, 1, *maps.shape[-2:])  # (N, 1, h, w)
+    corners = False if mode in ("bilinear", "bicubic") else None
+    resized = F.interpolate(flat, size=(height, width), mode=mode, align_corners=corners)
+    return resized.reshape(*lead, height, width)
+
+
+def normalise(maps: torch.Tensor, per: str = "map", eps: float = 1e-8) -> torch.Tensor:
+    """Min-max scale maps to [0, 1]; a constant group becomes 0.
+
+    Args:
+        maps: (..., h, w), typically (B, T, h, w).
+        per: ``map`` (each h x w map alone), ``unit`` (each index of dim -3, i.e. each
+            target, over all images: keeps images comparable), ``batch`` (one scale).
+        eps: smallest range divided by.
+    """
+    if per == "map":
+        dims: tuple[int, ...] = (-2, -1)
+    elif per == "unit":
+        if maps.dim() < 3:
+            raise InputError("normalise(per='unit') needs maps (..., T, h, w)")
+        dims = tuple(d for d in range(maps.dim()) if d != maps.dim() - 3)
+    elif per == "batch":
+        dims = tuple(range(maps.dim()))
+    else:
+        raise InputError(
+            f"normalise per='{per}' is unknown; choose one of: {', '.join(NORMALISE_PER)}"
+        )
+    low = maps.amin(dim=dims, keepdim=True)
+    high = maps.amax(dim=dims, keepdim=True)
+    return (maps - low) / (high - low).clamp_min(eps)
+
+
+__all__ = [
+    "METHODS",
+    "POST_OPS",
+    "CamResult",
+    "affine_jacobian",
+    "cam_from_grads",
+    "compute_cams",
+    "is_affine_path",
+    "latent_cams",
+    "mean_map",
+    "normalise",
+    "resolve_layer",
+    "upsample",
+]

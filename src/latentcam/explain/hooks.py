@@ -1,0 +1,117 @@
+"""Context managers that the CAM engine wraps around a model's forward pass.
+
+- :func:`capture_activation` registers a forward hook on one layer, records its output
+  A (B, C, h, w) as a fresh autograd leaf, and removes the hook when the block exits,
+  also when the forward raises. Everything the model computes *before* the layer may run
+  without autograd (``grad_from_layer=True`` under ``torch.no_grad()``): Grad-CAM only needs
+  d target / d A, so the backbone below A is never recorded nor differentiated.
+- :func:`eval_mode` puts a model in eval mode (BatchNorm uses its running statistics and
+  Dropout is off, so that the images of a batch do not mix) and restores every
+  submodule's previous mode on exit.
+
+Design follows pytorch-grad-cam's ``with GradCAM(...) as cam:`` (hooks live exactly as long
+as the block) without its habit of swallowing errors in ``__exit__``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from latentcam.errors import InputError
+
+
+@dataclass
+class Capture:
+    """What :func:`capture_activation` recorded during the forward pass.
+
+    Attributes:
+        name: the hooked layer's dotted name (for messages).
+        acts: the layer's output A (B, C, h, w), an autograd leaf that requires grad (the
+            tensor gradients are taken with respect to); None before the forward runs.
+        calls: how many times the layer ran (the engine needs exactly one).
+    """
+
+    name: str
+    acts: torch.Tensor | None = None
+    calls: int = 0
+
+    def activation(self) -> torch.Tensor:
+        """The captured A (B, C, h, w); raises InputError unless the layer ran exactly once."""
+        if self.calls != 1 or self.acts is None:
+            raise InputError(
+                f"layer '{self.name}' ran {self.calls} times in one forward pass; the explained "
+                "layer must run exactly once. Choose another layer (e.g. one of encoder.blocks.N)."
+            )
+        return self.acts
+
+
+@contextlib.contextmanager
+def capture_activation(
+    module: nn.Module, name: str, grad_from_layer: bool = True, replace: torch.Tensor | None = None
+) -> Iterator[Capture]:
+    """Record ``module``'s output during the forward passes run inside the block.
+
+    The hook replaces the layer's output by ``leaf.clone()``, where ``leaf`` is a detached
+    copy that requires grad: values are unchanged, gradients with respect to ``leaf`` are
+    the Grad-CAM gradients d target / d A, and a later in-place op of the model (e.g.
+    ``LeakyReLU(inplace=True)``) modifies the clone, not the captured activations.
+
+    Args:
+        module: the layer to hook; its output must be a tensor (B, C, h, w).
+        name: its dotted name, used in error messages.
+        grad_from_layer: switch autograd on from the layer onwards. The caller runs the
+            forward under ``torch.no_grad()``, so nothing below the layer is recorded, and
+            the enclosing ``no_grad`` block restores the previous mode when it exits. If
+            False, autograd is left as it is.
+        replace: if given, a tensor of the layer output's shape that the layer's output is
+            replaced with (the captured activations are then these values): used to probe
+            the part of the model above the layer at chosen activations.
+
+    Yields:
+        a :class:`Capture`, filled in when the forward passes.
+    """
+    capture = Capture(name=name)
+
+    def hook(_module: nn.Module, _inputs: Any, output: Any) -> torch.Tensor:
+        if not isinstance(output, torch.Tensor) or output.dim() != 4:
+            got = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+            raise InputError(
+                f"layer '{name}' returns {got}; Grad-CAM needs a conv activation map "
+                "(B, C, h, w). Choose a conv layer or block (e.g. encoder.blocks.N)."
+            )
+        if replace is not None and replace.shape != output.shape:
+            raise InputError(
+                f"replacement activations {tuple(replace.shape)} do not match layer '{name}' "
+                f"output {tuple(output.shape)}"
+            )
+        capture.calls += 1
+        if grad_from_layer:
+            torch.set_grad_enabled(True)  # from A onwards; restored by the caller's no_grad
+        leaf = (output if replace is None else replace).detach().requires_grad_(True)
+        if capture.acts is None:  # a second call is reported by Capture.activation()
+            capture.acts = leaf
+        return leaf.clone()
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield capture
+    finally:
+        handle.remove()
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode inside the block; restore each submodule's mode on exit."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training

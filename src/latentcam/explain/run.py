@@ -1,0 +1,220 @@
+"""Explain a trained run: Grad-CAM of every latent unit on a batch of its images, to files.
+
+:func:`explain_run` loads a run (or checkpoint) and ``n`` images of a split, computes the
+maps of all K latent units in one pass (:func:`latentcam.explain.cam.latent_cams`, Liu et
+al. 2020) and writes, under ``out``:
+
+- ``maps.npz``: ``maps`` (N, K', h, w) float32 unnormalised (K' = the ``units`` asked for,
+  else all K), ``mean_map`` (N, h, w) Liu's averaged map over all K units, ``mu`` (N, K),
+  ``units`` (K',), ``images`` (N, 3, H, W) float32 in [0, 1], ``kl`` (K,) mean KL per unit
+  over these images (nats), ``shown_units`` (the units drawn), ``layer`` and ``method``;
+- ``grid.png``: rows = images (at most 16); columns = input, reconstruction (or predicted
+  mask), averaged map, and one overlay per shown unit, with a colour bar;
+- ``unit_{k:03d}.png`` per shown unit: the unit's map over every explained image.
+
+The shown units are the ``units`` asked for, else the ``top`` units by KL (the units that
+carry information), not 0..9. Heatmaps are min-max normalised per column over the images
+(so that one unit's maps are comparable across images), then upsampled for display.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from latentcam.errors import InputError
+from latentcam.explain.cam import latent_cams, mean_map, normalise, upsample
+from latentcam.io import atomic_path, ensure_dir
+from latentcam.models.base import Decoded
+from latentcam.runs import open_run_data
+from latentcam.training.checkpoint import LoadedRun
+
+log = logging.getLogger(__name__)
+
+#: Most image rows drawn in grid.png and in each unit figure (the .npz holds all N).
+MAX_ROWS = 16
+#: Images explained per engine call (bounds memory when n is large).
+BATCH = 64
+
+
+def _overlays(images: torch.Tensor, heat: torch.Tensor) -> np.ndarray:
+    """Heatmaps (N, h, w) in [0, 1], upsampled to the images (N, 3, H, W): uint8 (N, H, W, 3)."""
+    from latentcam.report.figures import overlay
+
+    height, width = images.shape[-2:]
+    return overlay(images, upsample(heat, (height, width)).clamp(0, 1))
+
+
+def _draw_grid(
+    path: Path,
+    images: torch.Tensor,
+    pictures: torch.Tensor,
+    average: torch.Tensor,
+    unit_maps: torch.Tensor,
+    titles: list[str],
+    caption: str,
+    output_title: str,
+) -> None:
+    """grid.png: columns input | reconstruction | averaged map | one overlay per unit."""
+    import matplotlib.pyplot as plt
+    from matplotlib import cm, colors
+
+    from latentcam.report.figures import save_figure, to_uint8_hwc
+
+    rows = images.shape[0]
+    columns = [to_uint8_hwc(images), to_uint8_hwc(pictures), _overlays(images, average)]
+    columns += [_overlays(images, unit_maps[:, j]) for j in range(unit_maps.shape[1])]
+    heads = ["input", output_title, "mean map (all K)", *titles]
+    fig, axes = plt.subplots(
+        rows, len(columns), figsize=(1.2 * len(columns) + 0.8, 1.2 * rows + 0.6), squeeze=False
+    )
+    for i in range(rows):
+        for j, column in enumerate(columns):
+            ax = axes[i, j]
+            ax.imshow(column[i])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(heads[j], fontsize=7)
+    fig.suptitle(caption, fontsize=8)
+    mappable = cm.ScalarMappable(norm=colors.Normalize(0.0, 1.0), cmap="jet")
+    bar = fig.colorbar(mappable, ax=axes, fraction=0.02, pad=0.01)
+    bar.set_label("Grad-CAM, min-max per column", fontsize=7)
+    save_figure(fig, path)
+
+
+def _draw_unit(path: Path, images: torch.Tensor, heat: torch.Tensor, title: str) -> None:
+    """unit_kkk.png: inputs above, this unit's overlays below, with a colour bar."""
+    import matplotlib.pyplot as plt
+    from matplotlib import cm, colors
+
+    from latentcam.report.figures import save_figure, to_uint8_hwc
+
+    count = images.shape[0]
+    rows = [to_uint8_hwc(images), _overlays(images, heat)]
+    fig, axes = plt.subplots(2, count, figsize=(1.1 * count + 0.8, 2.6), squeeze=False)
+    for r, row in enumerate(rows):
+        for i in range(count):
+            axes[r, i].imshow(row[i])
+            axes[r, i].set_xticks([])
+            axes[r, i].set_yticks([])
+    fig.suptitle(title, fontsize=8)
+    mappable = cm.ScalarMappable(norm=colors.Normalize(0.0, 1.0), cmap="jet")
+    fig.colorbar(mappable, ax=axes, fraction=0.02, pad=0.01)
+    save_figure(fig, path)
+
+
+def explain_run(
+    run_or_ckpt: str | Path | LoadedRun,
+    data: str | Path | None = None,
+    out: str | Path = "explain",
+    n: int = 16,
+    units: Sequence[int] | None = None,
+    method: str = "gradcam",
+    layer: str | None = None,
+    split: str = "val",
+    top: int = 10,
+) -> Path:
+    """Explain ``n`` images of a run with Grad-CAM for every latent unit; write files to ``out``.
+
+    Args:
+        run_or_ckpt: a run folder, a ``.ckpt`` file, or a loaded run.
+        data: dataset path (any layout, or ``"synth"``); default: the run's own dataset.
+        out: output folder (created).
+        n: number of images of ``split`` to explain.
+        units: latent units to save and draw; default: all K saved, the ``top`` by KL drawn.
+        method: gradcam | gradcam++ | xgradcam | hirescam | layercam.
+        layer: encoder layer name; default: the model's ``explain_layer``.
+        split: train | val | test | all.
+        top: how many units to draw when ``units`` is not given.
+
+    Returns:
+        the output folder.
+
+    Raises:
+        CheckpointError, DataError, InputError: unreadable run or data, an unknown layer or
+            method, a unit out of range.
+    """
+    from latentcam.generate import as_pictures
+    from latentcam.training.losses import kl_per_unit
+
+    if top < 1:
+        raise InputError(f"top must be at least 1, got {top}")
+    batch = open_run_data(run_or_ckpt, data, n=n, split=split)
+    model = batch.run.model
+    count = batch.images.shape[0]
+    log.info("explaining %d images of %s (%s split)", count, batch.data_path, split)
+    # all K units at once (Liu's averaged map needs them all; it costs one pass), in
+    # batches of BATCH images so that memory stays bounded for large n
+    results = [
+        latent_cams(
+            model,
+            batch.images[s : s + BATCH],
+            cond=None if batch.cond is None else batch.cond[s : s + BATCH],
+            layer=layer,
+            method=method,
+        )
+        for s in range(0, count, BATCH)
+    ]
+    all_maps = torch.cat([r.maps for r in results])  # (N, K, h, w)
+    mu = torch.cat([r.output.mu for r in results]).float()  # (N, K)
+    logvar = torch.cat([r.output.logvar for r in results]).float()
+    first, layer_name = results[0].output, results[0].layer
+    num_units = mu.shape[1]
+    kl = kl_per_unit(mu, logvar)  # (K,) mean over the explained images
+    if units is not None:
+        chosen = [int(k) for k in units]
+        if not chosen:
+            raise InputError("units is empty; give unit indices, or None for the top units by KL")
+        bad = [k for k in chosen if not 0 <= k < num_units]
+        if bad:
+            raise InputError(
+                f"unit {bad[0]} is out of range: the model has K={num_units} units "
+                f"(0..{num_units - 1})"
+            )
+        maps, saved_units, shown = all_maps[:, chosen], chosen, chosen
+    else:
+        maps, saved_units = all_maps, list(range(num_units))
+        shown = torch.argsort(kl, descending=True)[: min(top, num_units)].tolist()
+    average = mean_map(all_maps)  # (N, h, w), over all K units
+
+    folder = ensure_dir(out)
+    with atomic_path(folder / "maps.npz") as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(
+            fh,
+            maps=maps.cpu().numpy().astype(np.float32),
+            mean_map=average.cpu().numpy().astype(np.float32),
+            mu=mu.cpu().numpy(),
+            units=np.asarray(saved_units, dtype=np.int64),
+            images=batch.images.float().cpu().numpy(),
+            kl=kl.cpu().numpy().astype(np.float32),
+            shown_units=np.asarray(shown, dtype=np.int64),
+            layer=np.asarray(layer_name),
+            method=np.asarray(method),
+        )
+
+    rows = min(batch.images.shape[0], MAX_ROWS)
+    images = batch.images[:rows].float().cpu()
+    pictures = as_pictures(Decoded(first.recon, first.seg_logits))[:rows].cpu()
+    unit_maps = normalise(all_maps[:rows, shown].cpu(), per="unit")
+    titles = [f"mu[{k}]\nKL {float(kl[k]):.3g}" for k in shown]
+    caption = f"{method} at {layer_name}; {batch.data_path} ({split})"
+    _draw_grid(
+        folder / "grid.png",
+        images,
+        pictures,
+        normalise(average[:rows].cpu()[:, None], per="unit")[:, 0],
+        unit_maps,
+        titles,
+        caption,
+        "reconstruction" if first.recon is not None else "predicted mask",
+    )
+    for j, k in enumerate(shown):
+        title = f"unit {k} (mu[{k}], KL {float(kl[k]):.3g} nats): {method} at {layer_name}"
+        _draw_unit(folder / f"unit_{k:03d}.png", images, unit_maps[:, j], title)
+    log.info("wrote %s (maps.npz, grid.png, %d unit figures)", folder, len(shown))
+    return folder

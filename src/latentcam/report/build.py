@@ -327,7 +327,7 @@ def _metrics_sections(report: Report, m: dict[str, Any], out: Path) -> None:
             f"({d['dci']['method']}). Best unit per factor and whether its heatmap lands on the part the factor moves."
         )
         sec.table(d["factors"], heat=["normalised_mi", "energy_in_part", "pointing_game"])
-    if "sanity" in m:
+    if "sanity" in m and m["sanity"]["curve"]:
         s = m["sanity"]
         sec = report.section("Sanity check")
         sec.text(

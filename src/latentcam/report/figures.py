@@ -132,9 +132,11 @@ def panel_grid(
                 ax.set_title(col_labels[c], fontsize=8)
             if c == 0 and row_labels and r < len(row_labels):
                 ax.set_ylabel(row_labels[r], fontsize=8)
+    top = 1.0
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout(pad=0.3, w_pad=0.15, h_pad=0.3)
+        top = 1.0 - 0.35 / fig.get_figheight()  # room for the title above the column labels
+    fig.tight_layout(pad=0.3, w_pad=0.15, h_pad=0.3, rect=(0.0, 0.0, 1.0, top))
     if colorbar:
         mappable = matplotlib.cm.ScalarMappable(
             norm=matplotlib.colors.Normalize(0, 1), cmap=matplotlib.colormaps[colorbar]

@@ -121,6 +121,9 @@ def parse_units(text: str | None, num_units: int) -> list[int] | None:
             raise InputError(
                 f"--units: '{part}' is not a unit index or range (e.g. 0,3,42 or 0-9)"
             ) from None
+    negative = [u for u in units if u < 0]
+    if negative:
+        raise InputError(f"--units: unit {negative[0]} is negative; units are numbered from 0")
     bad = [u for u in units if not 0 <= u < num_units]
     if bad:
         raise InputError(

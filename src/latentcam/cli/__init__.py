@@ -13,6 +13,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from latentcam.errors import LatentcamError
 
@@ -21,7 +22,11 @@ COMMAND_MODULES = ("data", "train", "explain", "evaluate", "report", "sweep", "d
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that exits with status 2 and one line on bad usage (its default too)."""
+    """argparse that exits with status 2 and one line on bad usage (its default status too;
+    argparse alone prints the usage block first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,11 +30,12 @@ def register(subparsers: Any) -> None:
 
 def _demo(args: argparse.Namespace) -> int:
     from latentcam.demo import run_demo
+    from latentcam.errors import InputError
 
-    if args.minutes <= 0 or args.n < 50:
-        from latentcam.errors import InputError
-
-        raise InputError("--minutes must be > 0 and --n at least 50")
+    if args.minutes <= 0:
+        raise InputError(f"--minutes must be > 0, got {args.minutes:g}")
+    if args.n < 50:
+        raise InputError(f"--n must be at least 50 (faces to train on), got {args.n}")
     path = run_demo(args.out, minutes=args.minutes, n_images=args.n, progress=not args.no_progress)
     print(f"open {path.resolve()}")
     return 0

@@ -46,9 +46,11 @@ def _sweep(args: argparse.Namespace) -> int:
     from latentcam.config import load_config
     from latentcam.sweep import parse_grid, parse_points, run_sweep
 
-    grid = parse_grid(args.grid)
+    # --grid takes every word after it: dotted key=value words are config overrides
+    overrides = [g for g in args.grid if "." in g.partition("=")[0]]
+    grid = parse_grid([g for g in args.grid if g not in overrides])
     points = parse_points(args.points)
-    base = load_config(args.config, [*flag_overrides(args), *args.overrides])
+    base = load_config(args.config, [*flag_overrides(args), *args.overrides, *overrides])
     rows = run_sweep(
         base, grid, args.out, points=points, eval_n=args.eval_n, progress=not args.no_progress
     )

@@ -143,6 +143,8 @@ def open_image(path: str | Path, draft_size: int = 0) -> tuple[Image.Image, tupl
         im = Image.open(path)
     except FileNotFoundError:
         raise BadFile(path, "file not found", "check the dataset folder") from None
+    except Image.DecompressionBombError as err:  # the header alone declares too many pixels
+        raise BadFile(path, f"image too large to decode ({err})") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise BadFile(path, f"not a readable image ({err})") from None
     try:
@@ -284,6 +286,7 @@ def assemble_part_masks(
     """
     label = np.zeros((size, size), dtype=np.uint8)
     shape: tuple[int, int] | None = None
+    first = Path()
     index: tuple[np.ndarray, ...] = ()
     for class_id, path in sorted(part_masks, key=lambda item: item[0]):
         im, (width, height) = open_image(path)
@@ -303,12 +306,12 @@ def assemble_part_masks(
                 "regenerate the mask at its image's aspect ratio",
             )
         if shape is None:
-            shape = (width, height)
+            shape, first = (width, height), path
             index = np.ix_(*nearest_indices(width, height, size))
         elif (width, height) != shape:
-            raise BadFile(
+            raise BadFile(  # name both: either one may be the odd one out
                 path,
-                f"mask is {width}x{height} but other masks of the same image are "
+                f"mask is {width}x{height} but {first}, a mask of the same image, is "
                 f"{shape[0]}x{shape[1]}",
                 "give every part mask of an image the same size",
             )

@@ -122,7 +122,22 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     try:
         # mmap: reading only the config of a large checkpoint stays cheap
         checkpoint = torch.load(ckpt_path, map_location=map_location, weights_only=True, mmap=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError) as err:
+    except PermissionError:
+        raise CheckpointError(
+            f"cannot read checkpoint {ckpt_path}: permission denied; check the file's permissions"
+        ) from None
+    except (
+        RuntimeError,
+        pickle.UnpicklingError,
+        EOFError,
+        zipfile.BadZipFile,
+        ValueError,
+        OSError,  # a short file: mmap fails with EINVAL
+        LookupError,  # damaged pickle bytes: a missing memo key, an empty stack ...
+        TypeError,
+        AttributeError,
+        ArithmeticError,
+    ) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
             f"cannot read checkpoint {ckpt_path}: the file is truncated or corrupt ({first}); "

@@ -204,9 +204,12 @@ class FaceDataModule(pl.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Decode the dataset into the cache (once per node, before the other processes)."""
-        self.data = open_data(self.cfg, progress=self.progress)
+        if self.data is None:  # train() reads it before Lightning asks
+            self.data = open_data(self.cfg, progress=self.progress)
 
     def setup(self, stage: str) -> None:
+        if self.train_set is not None and self.val_set is not None:
+            return  # done already (the splits do not depend on the stage)
         if self.data is None:
             self.data = open_data(self.cfg, progress=False)
         data, cfg = self.data, self.cfg
@@ -263,6 +266,9 @@ class FaceDataModule(pl.LightningDataModule):
             sampler=sampler,
             num_workers=workers,
             persistent_workers=workers > 0,
+            # its own generator: creating an iterator then draws nothing from the global
+            # one, which only z's noise uses (so a resumed run draws what a straight one does)
+            generator=torch.Generator().manual_seed(self.cfg.train.seed),
         )
 
     def train_dataloader(self) -> DataLoader[Any]:

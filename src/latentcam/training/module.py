@@ -49,6 +49,9 @@ from latentcam.training.checkpoint import CHECKPOINT_KEY, checkpoint_payload
 #: this many nats (the threshold Burda et al. 2016 put on their activity statistic).
 ACTIVE_KL_THRESHOLD = 0.01
 
+#: Checkpoint entry holding the random generators' states (see ``on_save_checkpoint``).
+RNG_KEY = "latentcam_rng"
+
 #: Class names of the binary target (the paper's mask) in per-class IoU keys.
 BINARY_CLASS_NAMES = ("not_mask", "mask")
 
@@ -298,6 +301,19 @@ class LatentcamModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CHECKPOINT_KEY] = checkpoint_payload(self.cfg, self.attr_means)
+        # the generator that draws z's noise: a resumed run then draws what an
+        # uninterrupted one would (Lightning does not save it)
+        checkpoint[RNG_KEY] = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            checkpoint[RNG_KEY]["cuda"] = torch.cuda.get_rng_state(self.device)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get(RNG_KEY)
+        if not states:  # written before the state was saved: resume with the seeded state
+            return
+        torch.set_rng_state(states["cpu"])
+        if "cuda" in states and self.device.type == "cuda":
+            torch.cuda.set_rng_state(states["cuda"], self.device)
 
 
 def predicted_labels(seg_logits: torch.Tensor) -> torch.Tensor:

@@ -123,6 +123,9 @@ def _prepare_run_dir(run_dir: Path, continuing: bool, overwrite: bool) -> None:
     ``continuing`` means resuming from a checkpoint inside ``run_dir`` itself.
     """
     ensure_dir(run_dir, what="--out")
+    for partial in (run_dir / "checkpoints").glob(".*.tmp"):  # a save cut short by a kill
+        log.info("removing %s, left by an interrupted checkpoint save", partial)
+        partial.unlink(missing_ok=True)
     finished = (run_dir / "metrics.json").is_file()
     started = any((run_dir / "checkpoints").glob("*.ckpt"))
     if continuing:
@@ -264,6 +267,9 @@ def train(
     run_dir = Path(out)
     ckpt_path = resolve_resume(resume, run_dir) if resume is not None else None
     start_step = _check_resumable(cfg, ckpt_path) if ckpt_path is not None else 0
+    datamodule = FaceDataModule(cfg, progress=progress)
+    datamodule.prepare_data()  # read and check the data before the run folder is touched
+    datamodule.setup("fit")
     if is_launching_process():
         inside = ckpt_path is not None and run_dir.resolve() in ckpt_path.resolve().parents
         _prepare_run_dir(run_dir, continuing=inside, overwrite=overwrite)
@@ -271,7 +277,6 @@ def train(
             fh.write(to_yaml(cfg))
 
     pl.seed_everything(tcfg.seed, workers=True, verbose=False)
-    datamodule = FaceDataModule(cfg, progress=progress)
     module = LatentcamModule(cfg)
     trainer = _build_trainer(cfg, run_dir, progress)
 

@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 
 from latentcam.data.classes import ATTRIBUTE_NAMES, PART_NAMES, REGIONS
+from latentcam.errors import InputError
 from latentcam.explain import metrics as M
 from latentcam.explain.cam import compute_cams, latent_cams, resolve_layer, upsample
 from latentcam.explain.disentangle import (
@@ -63,7 +64,7 @@ from latentcam.explain.disentangle import (
 )
 from latentcam.explain.targets import SegClass
 from latentcam.explain.traversal import effect_maps
-from latentcam.io import write_json
+from latentcam.io import ensure_dir, write_json
 from latentcam.models.base import GenerativeModel
 from latentcam.runs import RunData, open_run_data
 from latentcam.training.losses import kl_per_unit
@@ -508,6 +509,11 @@ def evaluate_run(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Load a run and ``n`` images of its data, evaluate, and write the JSON to ``out``."""
+    if out is not None:  # a bad output path fails before the long work
+        out = Path(out)
+        if out.is_dir():
+            raise InputError(f"--out {out} is a folder; give the path of a .json file")
+        ensure_dir(out.parent, what="--out parent")
     batch = open_run_data(run, data, n=n, split=split, progress=progress)
     result = evaluate(batch, layers=layers, method=method, sanity=sanity, progress=progress)
     if out is not None:

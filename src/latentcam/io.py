@@ -53,6 +53,8 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     On error the temporary file is removed and ``target`` is left as it was.
     """
     target = Path(target)
+    if target.is_dir():
+        raise InputError(f"cannot write the file {target}: a folder of that name exists")
     ensure_dir(target.parent, what="output")
     fd, tmp_name = tempfile.mkstemp(
         prefix=f".{target.name}.", suffix=(suffix or target.suffix) + ".tmp", dir=target.parent

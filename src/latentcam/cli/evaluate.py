@@ -72,20 +72,6 @@ def _traverse(args: argparse.Namespace) -> int:
 
     run = load_run(args.run)
     attributes = args.attributes.split(",") if args.attributes else None
-    if attributes:  # checked before any strip is written
-        from latentcam.data.classes import ATTRIBUTE_IDS
-        from latentcam.errors import InputError
-
-        if run.config.model.kind != "cvae":
-            raise InputError(
-                f"--attributes needs a cvae run; {args.run} holds a {run.config.model.kind}"
-            )
-        unknown = [a for a in attributes if a not in ATTRIBUTE_IDS]
-        if unknown:
-            raise InputError(
-                f"--attributes: unknown attribute '{unknown[0]}'; use CelebA names such as "
-                "Smiling, Eyeglasses, Wearing_Hat"
-            )
     result = traverse_run(
         run,
         args.out,
@@ -104,15 +90,7 @@ def _traverse(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from latentcam.errors import InputError
     from latentcam.evaluate import evaluate_run
-    from latentcam.io import ensure_dir
-
-    if Path(args.out).is_dir():
-        raise InputError(f"--out {args.out} is a folder; give the path of a .json file")
-    ensure_dir(Path(args.out).parent, what="--out parent")  # fail before the long work
 
     layers = args.layers
     if layers == ["all"]:

@@ -31,12 +31,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _report(args: argparse.Namespace) -> int:
-    from latentcam.errors import InputError
     from latentcam.report.build import build_report
-
-    for flag, value in (("--n", args.n), ("--eval-n", args.eval_n)):
-        if value < 1:
-            raise InputError(f"{flag} must be at least 1, got {value}")
 
     path = build_report(
         args.run, args.out, data=args.data, n=args.n, eval_n=args.eval_n, method=args.method

@@ -65,7 +65,7 @@ from latentcam.explain.targets import (
     mu_coefficients,
     target_scores,
 )
-from latentcam.models.base import VAEOutput
+from latentcam.models.base import GenerativeModel, VAEOutput
 
 log = logging.getLogger(__name__)
 
@@ -501,6 +501,20 @@ def affine_jacobian(
 # ----------------------------------------------------------------------------- engine
 
 
+def _check_images(x: torch.Tensor) -> None:
+    """latentcam models read float images in [0, 1]; anything else is a caller's mistake."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        return  # the model's own input check names the dtype problem
+    if not bool(torch.isfinite(x).all()):
+        raise InputError("images contain NaN or Inf; explain finite images in [0, 1]")
+    low, high = float(x.min()), float(x.max())
+    if low < -1e-3 or high > 1 + 1e-3:
+        raise InputError(
+            f"images must be float in [0, 1], got values in [{low:.3g}, {high:.3g}]; "
+            "divide 0..255 pixels by 255"
+        )
+
+
 def _explain(
     model: nn.Module,
     x: torch.Tensor,
@@ -520,6 +534,8 @@ def _explain(
         raise InputError(f"unknown post-op '{post}'; choose one of: {', '.join(POST_OPS)}")
     if chunk_size is not None and chunk_size < 1:
         raise InputError(f"chunk_size must be a positive number of targets, got {chunk_size}")
+    if isinstance(model, GenerativeModel):
+        _check_images(x)
     named = resolve_layer(model, layer)
     linear_in_mu = of == "mu" if targets is None else all(t.linear_in_mu for t in targets)
     with eval_mode(model):

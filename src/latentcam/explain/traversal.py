@@ -601,10 +601,22 @@ def traverse_run(
     from latentcam.errors import InputError
     from latentcam.io import ensure_dir
     from latentcam.runs import open_run_data
+    from latentcam.training.checkpoint import LoadedRun, load_run
     from latentcam.training.losses import kl_per_unit
 
+    loaded = run if isinstance(run, LoadedRun) else load_run(run)
+    if attributes:  # checked before anything is written
+        if loaded.config.model.kind != "cvae":
+            raise InputError(
+                f"attributes are traversed for a cvae run; this run is a {loaded.config.model.kind}"
+            )
+        unknown = [a for a in attributes if a not in ATTRIBUTE_IDS]
+        if unknown:
+            raise InputError(
+                f"unknown attribute '{unknown[0]}'; use CelebA names such as Smiling, Eyeglasses, Wearing_Hat"
+            )
+    batch = open_run_data(loaded, data, n=n, progress=progress)
     out = ensure_dir(out)
-    batch = open_run_data(run, data, n=n, progress=progress)
     model = batch.run.model
     if units is None:
         with torch.no_grad():
@@ -625,11 +637,6 @@ def traverse_run(
         saved[mode] = save_traversal(trav, out / mode)
     if batch.cond is not None:
         names = list(attributes or ("Smiling", "Eyeglasses", "Wearing_Hat"))
-        unknown = [a for a in names if a not in ATTRIBUTE_IDS]
-        if unknown:
-            raise InputError(
-                f"unknown attribute '{unknown[0]}'; use CelebA names such as Smiling, Eyeglasses"
-            )
         trav = attribute_traversal(
             model,
             batch.images,

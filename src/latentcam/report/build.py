@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from latentcam.data.classes import ATTRIBUTE_IDS, PART_NAMES
+from latentcam.errors import InputError
 from latentcam.evaluate import _jsonable, evaluate
 from latentcam.explain.cam import compute_cams, latent_cams, normalise, upsample
 from latentcam.explain.targets import SegClass
@@ -68,8 +69,11 @@ def build_report(
     Returns:
         The path of ``index.html``.
     """
-    out = ensure_dir(out)
+    for name, value in (("n", n), ("eval_n", eval_n)):
+        if value < 1:
+            raise InputError(f"{name} must be at least 1, got {value}")
     batch = open_run_data(run, data, n=max(n, eval_n), progress=progress)
+    out = ensure_dir(out)
     cfg = batch.run.config
     model = batch.run.model
     log.info("evaluating %d images", batch.images.shape[0])
@@ -282,14 +286,14 @@ def _metrics_sections(report: Report, m: dict[str, Any], out: Path) -> None:
             {
                 "attribute": a,
                 "top units": u,
-                "probe AUROC (all units)": m["ranking"]["attribute_auroc"].get(a),
+                "held-out AUROC of the top unit": m["ranking"]["attribute_auroc"].get(a),
             }
             for a, u in m["ranking"]["by_attribute"].items()
         ]
         sec.table(
             rows,
-            "Top units per attribute (single-unit AUROC on mu).",
-            heat=["probe AUROC (all units)"],
+            "Top units per attribute (ranked by single-unit AUROC on mu; the top unit re-scored on held-out images).",
+            heat=["held-out AUROC of the top unit"],
         )
     if "unit_part_effect" in m:
         upe = m["unit_part_effect"]

@@ -264,3 +264,28 @@ def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     synthetic = pytest.importorskip("latentcam.data.synthetic")
     out = tmp_path_factory.mktemp("synth") / "faces"
     return synthetic.write_synthetic(out, n=200, size=64, seed=0, progress=False)
+
+
+#: The tiny runs shared by the run-level tests: one per model kind.
+TINY_RUN_KINDS: dict[str, list[str]] = {
+    "vae": [],
+    "cvae": ["model.kind=cvae"],
+    "segvae": ["model.kind=segvae", "model.seg_classes=19", "data.target=parts"],
+}
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory: pytest.TempPathFactory, _session_cache: Path) -> dict[str, Path]:
+    """One finished tiny run per model kind (the ``tiny`` recipe, 96 synthetic faces),
+    trained once per test session (per xdist worker) and shared by the run-level tests."""
+    from latentcam.config import load_config
+    from latentcam.training.train import train
+
+    base = tmp_path_factory.mktemp("tiny-runs")
+    out = {}
+    for name, overrides in TINY_RUN_KINDS.items():
+        cfg = load_config(
+            ["tiny"], [f"data.cache_dir={_session_cache}", "data.synth_n=96", *overrides]
+        )
+        out[name] = train(cfg, base / name, progress=False).run_dir
+    return out

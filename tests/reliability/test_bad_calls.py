@@ -33,24 +33,9 @@ from latentcam.errors import CheckpointError, ConfigError, DataError, InputError
 from latentcam.training.checkpoint import LoadedRun, check_image_size, load_run
 from latentcam.training.train import train
 
-KINDS = {
-    "vae": [],
-    "cvae": ["model.kind=cvae"],
-    "segvae": ["model.kind=segvae", "model.seg_classes=19", "data.target=parts"],
-}
-
 
 def tiny(cache: Path, *overrides: str) -> RunConfig:
     return load_config(["tiny"], [f"data.cache_dir={cache}", "data.synth_n=96", *overrides])
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory, _session_cache: Path) -> dict[str, Path]:
-    base = tmp_path_factory.mktemp("bad-calls")
-    return {
-        name: train(tiny(_session_cache, *o), base / name, progress=False).run_dir
-        for name, o in KINDS.items()
-    }
 
 
 @pytest.fixture(scope="module")

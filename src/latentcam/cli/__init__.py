@@ -67,6 +67,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # Lightning's package logger has its own console handler: do not print its lines twice,
+    # and drop its advertisement for a cloud logger.
+    logging.getLogger("lightning").propagate = False
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: "litlogger" not in record.getMessage()
+    )
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2

@@ -180,7 +180,6 @@ def _assignments(items: list[str], what: str) -> dict[str, float]:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    import logging
 
     from latentcam.config import load_config
     from latentcam.training.checkpoint import config_of, read_checkpoint, resolve_resume
@@ -190,12 +189,9 @@ def run_train(args: argparse.Namespace) -> int:
         base = config_of(read_checkpoint(resolve_resume(args.resume, Path(args.out))))
     cfg = load_config(args.config, [*flag_overrides(args), *args.overrides], base=base)
 
-    import lightning  # after the config is known to be valid: a bad key fails fast
-
+    # Lightning is imported only now, after the config is known to be valid: a bad key fails fast
     from latentcam.training.train import is_launching_process, train
 
-    # lightning's package logger has its own console handler; stop a second copy at ours
-    logging.getLogger(lightning.__name__).propagate = False
     result = train(
         cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress
     )

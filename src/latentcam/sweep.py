@@ -254,8 +254,10 @@ def write_summary(out: Path, rows: Sequence[Mapping[str, Any]], kind: str) -> di
         fh.write(buf.getvalue())
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        mark = " **(recommended)**" if r["point"] == rec.get("smallest_point") else ""
-        lines.append("| " + " | ".join(_fmt(r[c]) for c in cols) + " |" + mark)
+        cells = [_fmt(r[c]) for c in cols]
+        if r["point"] == rec.get("smallest_point"):
+            cells[0] = f"**{cells[0]}** (recommended)"
+        lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n\n"
     if "smallest_latent" in rec:
         text += (

@@ -517,17 +517,18 @@ def evaluate_run(
     batch = open_run_data(run, data, n=n, split=split, progress=progress)
     result = evaluate(batch, layers=layers, method=method, sanity=sanity, progress=progress)
     if out is not None:
-        write_json(out, _jsonable(result))
+        write_json(out, jsonable(result))
     return result
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
+    """The metrics dict made JSON-safe: NumPy scalars to Python, NaN/Inf to null."""
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, np.generic):
-        return _jsonable(obj.item())
+        return jsonable(obj.item())
     return obj

@@ -110,7 +110,7 @@ def run_sweep(
         points: ``(i, n)`` to run only points i, i+n, ... on this machine (no summary then).
         eval_n: validation images each point is evaluated on.
     """
-    from latentcam.evaluate import _jsonable, evaluate
+    from latentcam.evaluate import jsonable, evaluate
     from latentcam.runs import open_run_data
     from latentcam.training.train import train
 
@@ -130,7 +130,7 @@ def run_sweep(
             train(configs[point], run_dir, resume=resume, progress=progress)
         batch = open_run_data(run_dir, n=eval_n, progress=progress)
         write_json(
-            run_dir / "evaluation.json", _jsonable(evaluate(batch, sanity=False, progress=progress))
+            run_dir / "evaluation.json", jsonable(evaluate(batch, sanity=False, progress=progress))
         )
         _save_sheet_cell(run_dir, batch)
     if points is not None and points[1] > 1:

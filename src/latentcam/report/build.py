@@ -19,7 +19,7 @@ import torch
 
 from latentcam.data.classes import ATTRIBUTE_IDS, PART_NAMES
 from latentcam.errors import InputError
-from latentcam.evaluate import _jsonable, evaluate
+from latentcam.evaluate import jsonable, evaluate
 from latentcam.explain.cam import compute_cams, latent_cams, normalise, upsample
 from latentcam.explain.targets import SegClass
 from latentcam.explain.traversal import save_traversal, traverse
@@ -77,7 +77,7 @@ def build_report(
     cfg = batch.run.config
     model = batch.run.model
     log.info("evaluating %d images", batch.images.shape[0])
-    metrics = _jsonable(evaluate(batch, layers=layers, method=method, progress=progress))
+    metrics = jsonable(evaluate(batch, layers=layers, method=method, progress=progress))
     write_json(out / "metrics.json", metrics)
     show = _subset(batch, n)
     K = model.latent_dim  # width of mu (K * s * s for a spatial latent)

@@ -110,7 +110,7 @@ def run_sweep(
         points: ``(i, n)`` to run only points i, i+n, ... on this machine (no summary then).
         eval_n: validation images each point is evaluated on.
     """
-    from latentcam.evaluate import jsonable, evaluate
+    from latentcam.evaluate import evaluate, jsonable
     from latentcam.runs import open_run_data
     from latentcam.training.train import train
 

@@ -19,7 +19,7 @@ import torch
 
 from latentcam.data.classes import ATTRIBUTE_IDS, PART_NAMES
 from latentcam.errors import InputError
-from latentcam.evaluate import jsonable, evaluate
+from latentcam.evaluate import evaluate, jsonable
 from latentcam.explain.cam import compute_cams, latent_cams, normalise, upsample
 from latentcam.explain.targets import SegClass
 from latentcam.explain.traversal import save_traversal, traverse

@@ -60,52 +60,24 @@ def _draw_grid(
     output_title: str,
 ) -> None:
     """grid.png: columns input | reconstruction | averaged map | one overlay per unit."""
-    import matplotlib.pyplot as plt
-    from matplotlib import cm, colors
+    from latentcam.report.figures import panel_grid, save_figure, to_uint8_hwc
 
-    from latentcam.report.figures import save_figure, to_uint8_hwc
-
-    rows = images.shape[0]
     columns = [to_uint8_hwc(images), to_uint8_hwc(pictures), _overlays(images, average)]
     columns += [_overlays(images, unit_maps[:, j]) for j in range(unit_maps.shape[1])]
+    cells = [[column[i] for column in columns] for i in range(images.shape[0])]
     heads = ["input", output_title, "mean map (all K)", *titles]
-    fig, axes = plt.subplots(
-        rows, len(columns), figsize=(1.2 * len(columns) + 0.8, 1.2 * rows + 0.6), squeeze=False
+    fig = panel_grid(
+        cells, heads, title=caption, cell_inches=1.2, colorbar_label="Grad-CAM, min-max per column"
     )
-    for i in range(rows):
-        for j, column in enumerate(columns):
-            ax = axes[i, j]
-            ax.imshow(column[i])
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(heads[j], fontsize=7)
-    fig.suptitle(caption, fontsize=8)
-    mappable = cm.ScalarMappable(norm=colors.Normalize(0.0, 1.0), cmap="jet")
-    bar = fig.colorbar(mappable, ax=axes, fraction=0.02, pad=0.01)
-    bar.set_label("Grad-CAM, min-max per column", fontsize=7)
     save_figure(fig, path)
 
 
 def _draw_unit(path: Path, images: torch.Tensor, heat: torch.Tensor, title: str) -> None:
     """unit_kkk.png: inputs above, this unit's overlays below, with a colour bar."""
-    import matplotlib.pyplot as plt
-    from matplotlib import cm, colors
+    from latentcam.report.figures import panel_grid, save_figure, to_uint8_hwc
 
-    from latentcam.report.figures import save_figure, to_uint8_hwc
-
-    count = images.shape[0]
-    rows = [to_uint8_hwc(images), _overlays(images, heat)]
-    fig, axes = plt.subplots(2, count, figsize=(1.1 * count + 0.8, 2.6), squeeze=False)
-    for r, row in enumerate(rows):
-        for i in range(count):
-            axes[r, i].imshow(row[i])
-            axes[r, i].set_xticks([])
-            axes[r, i].set_yticks([])
-    fig.suptitle(title, fontsize=8)
-    mappable = cm.ScalarMappable(norm=colors.Normalize(0.0, 1.0), cmap="jet")
-    fig.colorbar(mappable, ax=axes, fraction=0.02, pad=0.01)
-    save_figure(fig, path)
+    cells = [list(to_uint8_hwc(images)), list(_overlays(images, heat))]
+    save_figure(panel_grid(cells, title=title, cell_inches=1.1), path)
 
 
 def explain_run(

@@ -99,6 +99,7 @@ def panel_grid(
     title: str = "",
     colorbar: str | None = "jet",
     cell_inches: float = 1.35,
+    colorbar_label: str = "relevance",
 ) -> matplotlib.figure.Figure:
     """A labelled grid of uint8 (H, W, 3) panels, with an optional colour bar.
 

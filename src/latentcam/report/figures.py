@@ -107,7 +107,8 @@ def panel_grid(
         cells: rows of panels (all rows the same length).
         col_labels / row_labels: titles above columns / left of rows.
         title: figure title.
-        colorbar: colour-map name for a 0..1 colour bar at the right (None: no bar). Heat
+        colorbar: colour-map name for a 0..1 colour bar at the right (None: no bar), labelled
+            ``colorbar_label``. Heat
             panels must have been drawn with that colour map and normalised to [0, 1].
     """
     import matplotlib.pyplot as plt
@@ -143,6 +144,6 @@ def panel_grid(
             norm=matplotlib.colors.Normalize(0, 1), cmap=matplotlib.colormaps[colorbar]
         )
         fig.colorbar(
-            mappable, ax=axes.ravel().tolist(), fraction=0.025, pad=0.01, label="relevance"
+            mappable, ax=axes.ravel().tolist(), fraction=0.025, pad=0.01, label=colorbar_label
         )
     return fig

@@ -58,6 +58,7 @@ from latentcam.errors import DataError, InputError, TrainingDivergedError
 from latentcam.explain.metrics import seg_iou
 from latentcam.io import atomic_write
 from latentcam.models import UNet, build_model
+from latentcam.models.segvae import predicted_labels
 from latentcam.training.losses import kl_divergence, seg_loss
 
 #: Recipe every SegVAE variant starts from (the paper's 64 px segmentation VAE).
@@ -156,17 +157,6 @@ def forward_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, tor
     out = model(x)
     assert out.seg_logits is not None, "a SegVAE returns seg_logits"
     return out.seg_logits, kl_divergence(out.mu, out.logvar, reduction="sum")
-
-
-def predicted_labels(seg_logits: torch.Tensor) -> torch.Tensor:
-    """Class ids (B, H, W) int64: ``logit > 0`` for P = 1, argmax over classes otherwise.
-
-    The rule of ``latentcam.training.module.predicted_labels`` (not imported: it would load
-    Lightning, seconds of start-up for a smoke test).
-    """
-    if seg_logits.shape[1] == 1:
-        return (seg_logits[:, 0] > 0).long()
-    return seg_logits.argmax(dim=1)
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,7 @@ from latentcam.explain.targets import SegClass
 from latentcam.explain.traversal import effect_maps
 from latentcam.io import ensure_dir, write_json
 from latentcam.models.base import GenerativeModel
+from latentcam.models.segvae import predicted_labels
 from latentcam.runs import RunData, open_run_data
 from latentcam.training.losses import kl_per_unit
 
@@ -395,11 +396,10 @@ def _segmentation(
     binary = logits.shape[1] == 1
     if parts is not None:
         target_bin = (parts >= 2).long()
+        pred = predicted_labels(logits).cpu()
         if binary:
-            pred_bin = (logits[:, 0] > 0).long().cpu()
-            out["iou_binary"] = _pooled_iou(pred_bin, target_bin)
+            out["iou_binary"] = _pooled_iou(pred, target_bin)
         else:
-            pred = logits.argmax(1).cpu()
             seg = M.seg_iou(pred, parts, len(PART_NAMES))
             out["miou"] = seg.miou
             out["iou_per_class"] = dict(zip(PART_NAMES, seg.per_class.tolist(), strict=False))

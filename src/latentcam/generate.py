@@ -19,6 +19,7 @@ import torch
 from latentcam.data.classes import ATTRIBUTE_IDS, ATTRIBUTE_NAMES, NUM_CLASSES
 from latentcam.errors import InputError
 from latentcam.models.base import Decoded, GenerativeModel
+from latentcam.models.segvae import predicted_labels
 from latentcam.report.figures import colorize
 
 
@@ -47,9 +48,7 @@ def as_pictures(decoded: Decoded) -> torch.Tensor:
     if decoded.seg_logits is None:
         raise InputError("the model returned neither an image nor segmentation logits")
     logits = decoded.seg_logits
-    if logits.shape[1] == 1:
-        return colorize_labels((logits[:, 0] > 0).long(), num_classes=2)
-    return colorize_labels(logits.argmax(dim=1), num_classes=logits.shape[1])
+    return colorize_labels(predicted_labels(logits), num_classes=max(2, logits.shape[1]))
 
 
 def attribute_vector(

@@ -238,9 +238,10 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     from latentcam.data.classes import binary_mask
     from latentcam.generate import colorize_labels, reconstruct
     from latentcam.io import ensure_dir
+    from latentcam.models.segvae import predicted_labels
     from latentcam.report.figures import make_grid, save_png
     from latentcam.runs import open_run_data
-    from latentcam.training.module import predicted_labels, seg_target_is_binary
+    from latentcam.training.module import seg_target_is_binary
 
     batch = open_run_data(args.run, args.data, n=args.n, split=args.split)
     cfg, model = batch.run.config, batch.run.model

@@ -37,6 +37,14 @@ from latentcam.models.base import Decoded
 from latentcam.models.vae import VAE
 
 
+def predicted_labels(seg_logits: torch.Tensor) -> torch.Tensor:
+    """Class ids (B, H, W) int64 from logits (B, P, H, W): ``logit > 0`` for P = 1 (the
+    binary mask), argmax over classes otherwise."""
+    if seg_logits.shape[1] == 1:
+        return (seg_logits[:, 0] > 0).long()
+    return seg_logits.argmax(dim=1)
+
+
 class SegVAE(VAE):
     """``forward(x) -> VAEOutput(recon or None, mu, logvar, z, seg_logits (B, P, H, W))``.
 

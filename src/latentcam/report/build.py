@@ -25,6 +25,7 @@ from latentcam.explain.targets import SegClass
 from latentcam.explain.traversal import save_traversal, traverse
 from latentcam.generate import colorize_labels
 from latentcam.io import ensure_dir, write_json
+from latentcam.models.segvae import predicted_labels
 from latentcam.report import plots
 from latentcam.report.figures import overlay, panel_grid, to_uint8_hwc
 from latentcam.report.html import Report
@@ -249,7 +250,7 @@ def _fig7(report: Report, b: RunData) -> None:
         logits = model(b.images, b.cond).seg_logits
     assert logits is not None
     binary = logits.shape[1] == 1
-    pred = (logits[:, 0] > 0).long() if binary else logits.argmax(1)
+    pred = predicted_labels(logits)
     ncls = 2 if binary else len(PART_NAMES)
     target = SegClass(0, class_name="foreground") if binary else SegClass(10, class_name="mouth")
     res = compute_cams(model, b.images, [target], cond=b.cond)

@@ -41,6 +41,7 @@ from latentcam.data.classes import PART_NAMES
 from latentcam.errors import ConfigError
 from latentcam.models.base import VAEOutput
 from latentcam.models.registry import build_model
+from latentcam.models.segvae import predicted_labels
 from latentcam.training import losses
 from latentcam.training.callbacks import TrainingDivergedError
 from latentcam.training.checkpoint import CHECKPOINT_KEY, checkpoint_payload
@@ -314,11 +315,3 @@ class LatentcamModule(pl.LightningModule):
         torch.set_rng_state(states["cpu"])
         if "cuda" in states and self.device.type == "cuda":
             torch.cuda.set_rng_state(states["cuda"], self.device)
-
-
-def predicted_labels(seg_logits: torch.Tensor) -> torch.Tensor:
-    """Class ids (B, H, W) int64 from logits (B, P, H, W): ``logit > 0`` for P = 1 (the
-    binary mask), argmax over classes otherwise."""
-    if seg_logits.shape[1] == 1:
-        return (seg_logits[:, 0] > 0).long()
-    return seg_logits.argmax(dim=1)

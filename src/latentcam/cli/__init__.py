@@ -18,7 +18,7 @@ from typing import NoReturn
 from latentcam.errors import LatentcamError
 
 #: Modules under ``latentcam.cli`` that add sub-commands, in the order of ``--help``.
-COMMAND_MODULES = ("data", "train", "explain", "evaluate", "report", "sweep", "demo")
+COMMAND_MODULES = ("data", "train", "explain", "evaluate", "report", "sweep", "demo", "app")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -106,6 +106,11 @@ class TrainConfig:
     log_every_n_steps: int = 10
     val_check_interval: float = 1.0  # fraction of an epoch between validations
     deterministic: bool = True  # torch deterministic algorithms (CPU runs are reproducible)
+    # Attention disentanglement (Liu et al. 2020): penalise the soft IoU between the Grad-CAM
+    # maps of pairs of latent units, so units look at different places (vae/cvae/segvae).
+    attention_weight: float = 0.0  # weight of the overlap term (0 = off, the paper's training)
+    attention_layer: str = ""  # layer whose maps are penalised ("" = the model's explain layer)
+    attention_units: int = 16  # units drawn at random per step (pairs grow as units^2)
 
 
 @dataclass
@@ -238,6 +243,15 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("data.val_fraction + data.test_fraction must leave images for training")
     if cfg.train.beta < 0 or cfg.train.lr <= 0:
         raise ConfigError("train.beta must be >= 0 and train.lr > 0")
+    if cfg.train.attention_weight < 0:
+        raise ConfigError(
+            f"config key 'train.attention_weight' must be >= 0, got {cfg.train.attention_weight}"
+        )
+    if cfg.train.attention_weight > 0 and cfg.train.attention_units < 2:
+        raise ConfigError(
+            "config key 'train.attention_units' must be at least 2 (the loss compares pairs), "
+            f"got {cfg.train.attention_units}"
+        )
 
 
 def to_dict(cfg: RunConfig) -> dict[str, Any]:

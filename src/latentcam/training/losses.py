@@ -289,3 +289,69 @@ def seg_loss(name: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Ten
     raise ConfigError(
         f"config key 'train.seg_loss' is '{name}'; choose one of: {', '.join(SEG_LOSSES)}"
     )
+
+
+# -- attention (explanations as a training signal) ------------------------------------------
+
+
+def attention_maps(
+    features: torch.Tensor, mu: torch.Tensor, units: torch.Tensor, eps: float = 1e-6
+) -> torch.Tensor:
+    """Grad-CAM maps of latent units that stay differentiable, each scaled to max 1.
+
+    Liu et al. (CVPR 2020, Sec. 3): M_k = ReLU(sum_c alpha_c^k A_c), alpha_c^k the spatial
+    mean of d mu_k / d A_c (the maps of :func:`latentcam.explain.cam.latent_cams`, method
+    gradcam, post relu). The gradients are taken with ``create_graph=True`` so a loss on the
+    maps trains both the features and the weights that read them. Each map is divided by its
+    maximum (+ ``eps``), so a penalty on overlap cannot be met by shrinking maps.
+
+    Args:
+        features: A, (B, C, h, w) activations of the explained layer, part of ``mu``'s graph.
+        mu: (B, K) posterior means computed from ``features``.
+        units: (T,) int64 indices of the units to map (T >= 1).
+        eps: keeps the scaling finite for a map that is zero everywhere.
+
+    Returns:
+        (B, T, h, w) float32 maps in [0, 1].
+    """
+    if features.dim() != 4 or mu.dim() != 2 or features.shape[0] != mu.shape[0]:
+        raise InputError(
+            f"attention_maps: features {tuple(features.shape)} must be (B, C, h, w) and mu "
+            f"{tuple(mu.shape)} (B, K) with the same B"
+        )
+    T = units.numel()
+    picked = mu[:, units]  # (B, T)
+    # One batched backward: row t of the grad_outputs selects unit t (vmap over T).
+    eye = torch.eye(T, dtype=picked.dtype, device=picked.device)
+    selectors = eye[:, None, :].expand(T, picked.shape[0], T)
+    (grads,) = torch.autograd.grad(
+        picked, features, grad_outputs=selectors, is_grads_batched=True, create_graph=True
+    )  # (T, B, C, h, w)
+    alpha = grads.float().mean(dim=(-2, -1))  # (T, B, C)
+    maps = F.relu(torch.einsum("tbc,bchw->bthw", alpha, features.float()))
+    peak = maps.flatten(2).amax(-1)[..., None, None]
+    return maps / (peak + eps)
+
+
+def attention_overlap(maps: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Mean soft IoU between the attention maps of every pair of units (Liu et al. 2020's
+    attention-disentanglement loss): sum(M_i * M_j) / sum(M_i + M_j - M_i * M_j), averaged
+    over pairs i < j and images. 0 when no two maps overlap, 1 when all are equal and binary.
+
+    Args:
+        maps: (B, T, h, w) float maps in [0, 1] (:func:`attention_maps`), T >= 2.
+
+    Returns:
+        Scalar float32 tensor in [0, 1].
+    """
+    if maps.dim() != 4 or maps.shape[1] < 2:
+        raise InputError(
+            f"attention_overlap: maps {tuple(maps.shape)} must be (B, T, h, w) with T >= 2"
+        )
+    flat = maps.float().flatten(2)  # (B, T, P)
+    inter = torch.einsum("bip,bjp->bij", flat, flat)
+    mass = flat.sum(-1)  # (B, T)
+    union = mass[:, :, None] + mass[:, None, :] - inter
+    iou = inter / (union + eps)
+    i, j = torch.triu_indices(flat.shape[1], flat.shape[1], offset=1, device=maps.device)
+    return iou[:, i, j].mean()

@@ -10,6 +10,11 @@ Objectives, per ``ModelConfig.kind`` (terms from :mod:`latentcam.training.losses
 - segvae: ``seg_weight * seg_loss(parts or binary mask) + w(step) * KL`` (+ the image term
   when ``model.seg_recon_image``). ``beta = 0`` reproduces the paper's code, whose
   segmentation "VAE" has no KL term.
+- any kind, when ``train.attention_weight > 0``: ``+ attention_weight * overlap``, the mean
+  soft IoU between the Grad-CAM maps (at ``train.attention_layer``) of pairs of
+  ``train.attention_units`` units drawn at random each step: Liu et al. (CVPR 2020)'s
+  attention-disentanglement loss (:func:`latentcam.training.losses.attention_overlap`). It is
+  a training-only term: ``val/loss`` stays the plain objective.
 
 Validation (per epoch, torchmetrics, synchronised across DDP processes): ``val/loss``
 (full ``beta``, no warm-up; monitored for ``best.ckpt``), ``val/kl`` (nats per image),
@@ -38,7 +43,7 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 
 from latentcam.config import RunConfig
 from latentcam.data.classes import PART_NAMES
-from latentcam.errors import ConfigError
+from latentcam.errors import ConfigError, InputError
 from latentcam.models.base import VAEOutput
 from latentcam.models.registry import build_model
 from latentcam.models.segvae import predicted_labels
@@ -162,10 +167,42 @@ class LatentcamModule(pl.LightningModule):
             )
             self.val_iou_binary = BinaryJaccardIndex()
 
+        #: Activations of the attention layer, captured during training forwards only.
+        self._attention_layer = ""
+        self._features: torch.Tensor | None = None
+        self._capture = False
+        if cfg.train.attention_weight > 0:
+            self._attention_layer = self._hook_attention_layer(cfg.train.attention_layer)
+
         #: Results of the latest validation epoch (what metrics.json reports).
         self.last_val: dict[str, float] = {}
         self.last_val_kl_per_unit: list[float] = []
         self.last_val_iou_per_class: dict[str, float] = {}
+
+    def _hook_attention_layer(self, name: str) -> str:
+        """Hook the layer whose maps the attention term penalises; returns its name."""
+        from latentcam.explain.cam import resolve_layer
+
+        try:
+            layer_name, layer = resolve_layer(self.model, name or None)
+        except InputError as err:
+            raise ConfigError(f"config key 'train.attention_layer': {err}") from None
+
+        def keep(_module: torch.nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+            if self._capture:
+                self._features = output
+
+        layer.register_forward_hook(keep)
+        return layer_name
+
+    def attention_term(self, out: VAEOutput) -> torch.Tensor:
+        """Soft IoU between the attention maps of random pairs of units (captured forward)."""
+        assert self._features is not None, "the attention layer ran in this forward"
+        K = out.mu.shape[1]
+        T = min(self.cfg.train.attention_units, K)
+        units = torch.randperm(K, device=out.mu.device)[:T]
+        maps = losses.attention_maps(self._features, out.mu, units)
+        return losses.attention_overlap(maps)
 
     # -- objective ---------------------------------------------------------------------
 
@@ -215,20 +252,32 @@ class LatentcamModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         tcfg = self.cfg.train
-        out = self(batch)
+        attend = tcfg.attention_weight > 0
+        self._capture = attend
+        try:
+            out = self(batch)
+        finally:
+            self._capture = False
         kl_w = losses.kl_weight(self.global_step, tcfg.beta, tcfg.kl_warmup_steps)
         with torch.autocast(self.device.type, enabled=False):
             terms = self.loss_terms(batch, _as_float(out), kl_w)
-        self._stop_if_diverged(terms.total, "training", terms._asdict())
+            total = terms.total
+            if attend:
+                overlap = self.attention_term(out)
+                self._features = None
+                total = total + tcfg.attention_weight * overlap
+        self._stop_if_diverged(total, "training", terms._asdict())
         batch_size = batch["image"].shape[0]
-        self.log("train/loss", terms.total, prog_bar=True, batch_size=batch_size)
+        if attend:
+            self.log("train/attention_overlap", overlap, batch_size=batch_size)
+        self.log("train/loss", total, prog_bar=True, batch_size=batch_size)
         self.log("train/kl", terms.kl, batch_size=batch_size)
         if self.has_image:
             self.log("train/recon", terms.recon, batch_size=batch_size)
         if self.kind == "segvae":
             self.log("train/seg", terms.seg, batch_size=batch_size)
         self.log("train/kl_weight", kl_w, batch_size=batch_size)
-        return terms.total
+        return total
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(

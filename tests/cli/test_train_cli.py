@@ -145,6 +145,46 @@ def test_set_needs_a_cvae(
     assert "--set needs a cvae run" in one_line_error(capsys)
 
 
+def test_sample_decodes_a_latent_vector_saved_by_the_app(
+    cvae_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from latentcam.app.session import Z_FORMAT
+    from latentcam.generate import as_pictures
+
+    run = load_run(cvae_run)
+    K = run.model.latent_dim
+    z = torch.linspace(-1, 1, K)
+    cond = torch.zeros(40)
+    cond[ATTRIBUTE_IDS["Smiling"]] = 1.0
+    record = {
+        "format": Z_FORMAT,
+        "run": str(cvae_run),
+        "model": "cvae",
+        "latent_dim": K,
+        "z": z.tolist(),
+        "cond": cond.tolist(),
+        "offsets": [0.0] * K,
+    }
+    (tmp_path / "z.json").write_text(json.dumps(record))
+    out = tmp_path / "decoded"
+    assert main(["sample", str(cvae_run), "--z", str(tmp_path / "z.json"), "--out", str(out)]) == 0
+    with torch.no_grad():
+        expected = as_pictures(run.model.eval().decode(z[None], cond[None]))[0]
+    want = (expected.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    got = png(out / "decoded.png")
+    assert got.shape[:2] == want.shape[:2]
+    assert np.abs(got[..., :3].astype(int) - want.astype(int)).max() <= 1
+    record["latent_dim"], record["z"], record["offsets"] = K + 1, [0.0] * (K + 1), [0.0] * (K + 1)
+    (tmp_path / "bad.json").write_text(json.dumps(record))
+    capsys.readouterr()
+    assert (
+        main(["sample", str(cvae_run), "--z", str(tmp_path / "bad.json"), "--out", str(out)]) == 2
+    )
+    assert f"holds {K + 1} latent units" in one_line_error(capsys)
+
+
 def test_sample_api(cvae_run: Path) -> None:
     run = load_run(cvae_run)
     a = sample(run.model, 3, {"Smiling": 1.0}, seed=0, base=run.attr_means)

@@ -110,6 +110,11 @@ def register(subparsers: Any) -> None:
         help="cvae attribute values, e.g. Smiling=1",
     )
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--z",
+        metavar="FILE",
+        help="decode this latent vector (JSON saved by 'latentcam app') to DIR/decoded.png",
+    )
     s.set_defaults(handler=run_sample)
 
     r = subparsers.add_parser(
@@ -220,6 +225,8 @@ def run_sample(args: argparse.Namespace) -> int:
 
     attrs = _assignments(args.set, "--set")
     run = load_run(args.run)
+    if args.z:
+        return _decode_saved_z(args, run)
     if attrs and run.config.model.kind != "cvae":
         raise InputError(
             f"--set needs a cvae run; {args.run} holds a {run.config.model.kind}, which takes "
@@ -229,6 +236,41 @@ def run_sample(args: argparse.Namespace) -> int:
     out = ensure_dir(args.out)
     path = save_png(out / "samples.png", make_grid(images, nrow=8))
     print(f"wrote {args.n} samples: {path}")
+    return 0
+
+
+def _decode_saved_z(args: argparse.Namespace, run: Any) -> int:
+    """``sample --z FILE``: decode a latent vector saved by the app into DIR/samples.png."""
+    import torch
+
+    from latentcam.app.session import read_z_file
+    from latentcam.generate import as_pictures
+    from latentcam.io import ensure_dir
+    from latentcam.report.figures import save_png, to_uint8_hwc
+
+    record = read_z_file(args.z)
+    model = run.model.eval()
+    if record["latent_dim"] != model.latent_dim:
+        raise InputError(
+            f"--z {args.z} holds {record['latent_dim']} latent units but {args.run} has "
+            f"{model.latent_dim}; save the vector from a page showing this run"
+        )
+    z = torch.tensor(record["z"], dtype=torch.float32)[None]
+    cond = None
+    if model.cond_dim > 0:
+        values = record.get("cond") or (
+            run.attr_means.tolist() if run.attr_means is not None else None
+        )
+        cond = (
+            torch.tensor(values, dtype=torch.float32)[None]
+            if values
+            else torch.zeros(1, model.cond_dim)
+        )
+    with torch.no_grad():
+        images = as_pictures(model.decode(z, cond))
+    out = ensure_dir(args.out)
+    path = save_png(out / "decoded.png", to_uint8_hwc(images)[0])
+    print(f"decoded the latent vector of {args.z}: {path}")
     return 0
 
 

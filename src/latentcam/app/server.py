@@ -1,0 +1,374 @@
+"""The HTTP layer of ``latentcam app``: a FastAPI service over one :class:`ExplorerSession`.
+
+Why FastAPI and a static page (not Gradio): it works fully offline (no asset, font or
+script from a CDN, no telemetry), it is a thin layer over latentcam's public Python API,
+the JSON API is visible and scriptable, and it is testable with FastAPI's TestClient.
+
+Endpoints (JSON unless said; pictures are PNG data URLs; every error is
+``{"error": message}`` with a 4xx status, 413 for an upload over the limit):
+
+=========================  ================================================================
+``GET /``                  the page (``static/index.html``); ``/static/*`` its JS and CSS
+``GET /api/state``         model facts, state, image view and live view
+``POST /api/image``        ``{"index": i}`` or ``{"random": true}``: a dataset image
+``POST /api/upload``       the raw bytes of an image file (``?name=face.jpg``)
+``POST /api/offset``       ``{"unit": k, "value": v}``: set one slider -> live view
+``POST /api/unit``         ``{"unit": k}``: choose (and add) a unit -> live view
+``POST /api/attribute``    ``{"name": "Smiling", "value": 1}`` (CVAE) -> live view
+``POST /api/seg_class``    ``{"cls": c}`` (SegVAE) -> image view
+``POST /api/reset``        offsets to zero, the image's own attributes -> state
+``POST /api/checkpoint``   ``{"path": ...}``: load another run; on error the current stays
+``GET /api/z``             the latent vector as a JSON file (read back by ``--z``)
+``POST /api/z``            a saved latent vector (JSON body) -> state
+``GET /api/view.png``      the current view as one labelled PNG figure
+=========================  ================================================================
+
+Model work runs under one lock (uvicorn runs sync endpoints in a thread pool).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from latentcam.app.session import (
+    MAX_UPLOAD_BYTES,
+    ExplorerSession,
+    ImageView,
+    LiveView,
+    UploadTooLarge,
+)
+from latentcam.errors import InputError, LatentcamError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def data_url(png: bytes | None) -> str | None:
+    """PNG bytes as a ``data:image/png;base64,...`` URL (None stays None)."""
+    return None if png is None else "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def live_json(view: LiveView, seconds: float) -> dict[str, Any]:
+    return {
+        "unit": view.unit,
+        "offset": view.offset,
+        "decoded": data_url(view.decoded),
+        "unit_cam": data_url(view.unit_cam),
+        "effect": data_url(view.effect),
+        "effect_max": view.effect_max,
+        "seg_overlay": data_url(view.seg_overlay),
+        "server_ms": round(seconds * 1000.0, 2),
+    }
+
+
+def image_json(view: ImageView) -> dict[str, Any]:
+    return {
+        "source": view.source,
+        "input": data_url(view.input),
+        "recon": data_url(view.recon),
+        "mean_cam": data_url(view.mean_cam),
+        "gallery": [{"unit": unit, "png": data_url(png)} for unit, png in view.gallery],
+        "seg_cam": data_url(view.seg_cam),
+    }
+
+
+class ImageChoice(BaseModel):
+    index: int | None = None
+    random: bool = False
+
+
+class OffsetMove(BaseModel):
+    unit: int
+    value: float
+
+
+class UnitChoice(BaseModel):
+    unit: int
+
+
+class AttributeToggle(BaseModel):
+    name: str
+    value: float
+
+
+class SegClassChoice(BaseModel):
+    cls: int
+
+
+class CheckpointChoice(BaseModel):
+    path: str
+
+
+def static_dir() -> Path:
+    """The folder of the page's files (package data)."""
+    return Path(str(resources.files("latentcam.app") / "static"))
+
+
+def create_app(
+    session: ExplorerSession,
+    data: str | Path | None = None,
+    open_options: dict[str, Any] | None = None,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+) -> FastAPI:
+    """The FastAPI app serving the page and the JSON API over ``session``.
+
+    Args:
+        session: the exploration state (replaced when the page loads another checkpoint).
+        data: the dataset a newly loaded checkpoint is opened with (None: its own).
+        open_options: keyword arguments of :meth:`ExplorerSession.open` for a new checkpoint.
+        max_upload_bytes: uploads above this many bytes are refused with 413.
+    """
+    app = FastAPI(title="latentcam app", docs_url=None, redoc_url=None, openapi_url=None)
+    lock = threading.Lock()
+    state: dict[str, ExplorerSession] = {"session": session}
+    options = dict(open_options or {})
+
+    def locked(fn: Callable[[ExplorerSession], T]) -> T:
+        with lock:
+            return fn(state["session"])
+
+    def info(s: ExplorerSession) -> dict[str, Any]:
+        return {**s.info(), "max_upload_bytes": max_upload_bytes}
+
+    def full_state(s: ExplorerSession) -> dict[str, Any]:
+        start = time.perf_counter()
+        image = image_json(s.image_view())
+        live = s.live_view()
+        return {
+            "info": info(s),
+            "image": image,
+            "live": live_json(live, time.perf_counter() - start),
+        }
+
+    def live(s: ExplorerSession) -> dict[str, Any]:
+        start = time.perf_counter()
+        view = s.live_view()
+        return {"live": live_json(view, time.perf_counter() - start), "info": info(s)}
+
+    @app.exception_handler(LatentcamError)
+    async def _latentcam_error(request: Request, err: LatentcamError) -> JSONResponse:
+        status = 413 if isinstance(err, UploadTooLarge) else 400
+        return JSONResponse({"error": str(err)}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(request: Request, err: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}"
+            for e in err.errors()
+        )
+        return JSONResponse({"error": f"bad request: {problems}"}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"error": f"{request.url.path}: {err.detail}"}, status_code=err.status_code
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, err: Exception) -> JSONResponse:
+        log.exception("unexpected error in %s", request.url.path)
+        return JSONResponse(
+            {"error": f"internal error ({type(err).__name__}); see the server log"},
+            status_code=500,
+        )
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> HTMLResponse:
+        return HTMLResponse((static_dir() / "index.html").read_text())
+
+    @app.get("/api/state")
+    def get_state() -> dict[str, Any]:
+        return locked(full_state)
+
+    @app.post("/api/image")
+    def post_image(choice: ImageChoice) -> dict[str, Any]:
+        def run(s: ExplorerSession) -> dict[str, Any]:
+            if choice.random:
+                s.select_random()
+            elif choice.index is not None:
+                s.select_image(choice.index)
+            else:
+                raise InputError("give an image index or random: true")
+            return full_state(s)
+
+        return locked(run)
+
+    @app.post("/api/upload")
+    async def post_upload(request: Request, name: str = "upload") -> Any:
+        declared = request.headers.get("content-length")
+        too_large = UploadTooLarge(
+            f"the upload '{name}' is larger than the limit of "
+            f"{max_upload_bytes / 2**20:g} MB; upload a smaller image"
+        )
+        if declared is not None and declared.isdigit() and int(declared) > max_upload_bytes:
+            raise too_large
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_upload_bytes:
+                raise too_large
+            chunks.append(chunk)
+        body = b"".join(chunks)
+
+        def run(s: ExplorerSession) -> dict[str, Any]:
+            s.upload(body, name)
+            return full_state(s)
+
+        return await run_in_threadpool(locked, run)
+
+    @app.post("/api/offset")
+    def post_offset(move: OffsetMove) -> dict[str, Any]:
+        def run(s: ExplorerSession) -> dict[str, Any]:
+            s.set_offset(move.unit, move.value)
+            return live(s)
+
+        return locked(run)
+
+    @app.post("/api/unit")
+    def post_unit(choice: UnitChoice) -> dict[str, Any]:
+        def run(s: ExplorerSession) -> dict[str, Any]:
+            s.select_unit(choice.unit)
+            return live(s)
+
+        return locked(run)
+
+    @app.post("/api/attribute")
+    def post_attribute(toggle: AttributeToggle) -> dict[str, Any]:
+        def run(s: ExplorerSession) -> dict[str, Any]:
+            s.set_attribute(toggle.name, toggle.value)
+            return live(s)
+
+        return locked(run)
+
+    @app.post("/api/seg_class")
+    def post_seg_class(choice: SegClassChoice) -> dict[str, Any]:
+        def run(s: ExplorerSession) -> dict[str, Any]:
+            s.set_seg_class(choice.cls)
+            return {"image": image_json(s.image_view()), "info": info(s)}
+
+        return locked(run)
+
+    @app.post("/api/reset")
+    def post_reset() -> dict[str, Any]:
+        def run(s: ExplorerSession) -> dict[str, Any]:
+            s.reset()
+            return full_state(s)
+
+        return locked(run)
+
+    @app.post("/api/checkpoint")
+    def post_checkpoint(choice: CheckpointChoice) -> dict[str, Any]:
+        path = choice.path.strip()
+        if not path:
+            raise InputError("give the path of a run folder or a .ckpt file")
+        # load outside the lock: the current model keeps serving meanwhile
+        new = ExplorerSession.open(path, data=data, **options)
+        with lock:
+            state["session"] = new
+            return full_state(new)
+
+    @app.get("/api/z")
+    def get_z() -> JSONResponse:
+        record = locked(lambda s: s.z_record())
+        return JSONResponse(
+            record, headers={"Content-Disposition": 'attachment; filename="latent.json"'}
+        )
+
+    @app.post("/api/z")
+    def post_z(record: dict[str, Any]) -> dict[str, Any]:
+        def run(s: ExplorerSession) -> dict[str, Any]:
+            s.apply_z(record, "the uploaded vector")
+            return full_state(s)
+
+        return locked(run)
+
+    @app.get("/api/view.png")
+    def get_view_png() -> Response:
+        png = locked(lambda s: s.figure_png())
+        return Response(
+            png,
+            media_type="image/png",
+            headers={"Content-Disposition": 'attachment; filename="latentcam_view.png"'},
+        )
+
+    app.mount("/static", StaticFiles(directory=static_dir()), name="static")
+    return app
+
+
+def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    """A listening-ready TCP socket bound to ``host:port`` (port 0: a free port).
+
+    Raises:
+        InputError: the port is taken or the host cannot be bound.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on such sockets; without it every
+    # response waits ~40 ms for the client's delayed ACK (Nagle).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        raise InputError(
+            f"cannot listen on {host}:{port} ({err.strerror}); choose another --port "
+            "(--port 0 picks a free one)"
+        ) from None
+    return sock
+
+
+def server_url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/"
+
+
+def make_server(app: FastAPI) -> Any:
+    """A quiet uvicorn server for ``app`` (sockets are given to ``run``)."""
+    import uvicorn
+
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    return uvicorn.Server(config)
+
+
+@contextmanager
+def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Run ``app`` in a background thread while the block runs; yields its URL.
+
+    Used by the browser test and the latency benchmark (port 0: a free port).
+    """
+    sock = bind_socket(host, port)
+    url = server_url(sock)
+    server = make_server(app)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20.0
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the app server at {url} did not start")
+            time.sleep(0.02)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10.0)
+        sock.close()

@@ -1,0 +1,670 @@
+"""One exploration of a trained run: the state behind the browser page, without HTTP.
+
+The page of ``latentcam app`` is Figure 10 of Panday et al. ("Interpretation of Activation
+Maps in Generative Models"; a unit nudged by 0.1 ... 0.9 with its heatmap), done by hand:
+
+- an input image x (from the dataset, or uploaded: centre-cropped and resized by the
+  loaders' :func:`latentcam.data.imageio.load_image`), its posterior mean mu(x), its
+  reconstruction decode(mu), the Grad-CAM map of every latent unit (Liu et al., CVPR 2020)
+  and their mean;
+- the explored latent z = mu(x) + offsets, offsets (K,) set by sliders; decode(z) (a CVAE
+  decodes with the current attribute vector, whose toggles flip attributes); for the chosen
+  unit k, its Grad-CAM map on the decoded image re-encoded (the paper's "heatmap for each
+  iteration") and its effect map |decode(z + d e_k) - decode(z - d e_k)|
+  (:func:`latentcam.explain.traversal.effect_maps`);
+- a SegVAE's predicted part mask over the face and a per-class Seg-Grad-CAM map
+  (Vinogradova et al. 2020, :class:`latentcam.explain.targets.SegClass`).
+
+All model work is done by latentcam's public API; this module keeps the state and encodes
+pictures as PNG bytes. It is not thread-safe: the server serialises calls with a lock.
+
+The latent vector is saved as JSON (:meth:`ExplorerSession.z_record`, read back by
+:func:`read_z_file` and ``latentcam app RUN --z FILE``)::
+
+    {
+      "format": "latentcam-z/1",
+      "run": "runs/vae64",            # the run (or checkpoint) it was explored on
+      "model": "vae",                 # model kind: vae | cvae | segvae
+      "latent_dim": 100,              # K
+      "z": [ ... K floats ... ],      # the decoded latent, z = mu + offsets
+      "cond": [ ... 40 ... ] | null,  # the CVAE attribute vector in [0, 1], else null
+      "offsets": [ ... K floats ... ] # the slider offsets (0 where untouched)
+    }
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import random
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+
+from latentcam.data.classes import ATTRIBUTE_IDS, ATTRIBUTE_NAMES, PART_NAMES
+from latentcam.data.imageio import BadFile, load_image
+from latentcam.errors import DataError, InputError
+from latentcam.explain.cam import compute_cams, latent_cams, normalise, upsample
+from latentcam.explain.metrics import rank_units
+from latentcam.explain.targets import SegClass
+from latentcam.explain.traversal import PAPER_STEPS, effect_maps
+from latentcam.generate import as_pictures, colorize_labels
+from latentcam.models.base import Decoded
+from latentcam.models.segvae import predicted_labels
+from latentcam.report.figures import colorize, overlay, panel_grid, to_uint8_hwc
+from latentcam.training.checkpoint import LoadedRun
+from latentcam.training.losses import kl_per_unit
+
+log = logging.getLogger(__name__)
+
+Tensor = torch.Tensor
+
+#: Format tag of the saved latent vector (see the module docstring).
+Z_FORMAT = "latentcam-z/1"
+#: Largest upload accepted, in bytes (checked while reading).
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+#: Largest upload accepted, in pixels (checked on the header, before decoding).
+MAX_UPLOAD_PIXELS = 40_000_000
+#: Sliders move an offset within +-this (in latent units, i.e. prior standard deviations).
+OFFSET_LIMIT = 10.0
+#: Opacity of heatmaps and masks drawn over a face.
+OVERLAY_ALPHA = 0.5
+
+
+class UploadTooLarge(InputError):
+    """An upload over :data:`MAX_UPLOAD_BYTES` (the server answers 413)."""
+
+
+class LiveView(NamedTuple):
+    """What one slider move changes, as PNG bytes.
+
+    Attributes:
+        unit: the chosen unit k.
+        offset: its offset.
+        decoded: decode(z), the image (or a SegVAE's coloured predicted mask).
+        unit_cam: unit k's Grad-CAM map on decode(z) re-encoded, over decode(z) (for a model
+            that decodes no image: on the input image).
+        effect: |decode(z + d e_k) - decode(z - d e_k)|, normalised, colour map "magma".
+        effect_max: the largest value of the effect map before normalisation (image units).
+        seg_overlay: SegVAE: the predicted part mask of decode(z) over the input, else None.
+    """
+
+    unit: int
+    offset: float
+    decoded: bytes
+    unit_cam: bytes
+    effect: bytes
+    effect_max: float
+    seg_overlay: bytes | None
+
+
+class ImageView(NamedTuple):
+    """What changes with the input image, as PNG bytes.
+
+    Attributes:
+        source: where the image came from ("dataset #3", "upload face.jpg", ...).
+        input: the input image.
+        recon: decode(mu(x)) with the image's own condition (SegVAE: its coloured mask).
+        mean_cam: the mean of the K unit maps (Liu et al.'s overall map) over the input.
+        gallery: (unit, PNG) per-unit maps over the input, in ranking order.
+        seg_cam: SegVAE: Seg-Grad-CAM of the chosen class over the input, else None.
+    """
+
+    source: str
+    input: bytes
+    recon: bytes
+    mean_cam: bytes
+    gallery: list[tuple[int, bytes]]
+    seg_cam: bytes | None
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """A uint8 (H, W, 3) array as PNG bytes (fast compression: the page needs speed)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def heat_overlay(picture: Tensor, maps: Tensor) -> np.ndarray:
+    """Maps (B, h, w) >= 0, upsampled to the picture (B, 3, H, W), min-max normalised per map
+    and drawn with "jet" over it -> uint8 (B, H, W, 3)."""
+    height, width = int(picture.shape[-2]), int(picture.shape[-1])
+    heat = normalise(upsample(maps.detach().float(), (height, width)), per="map")
+    return overlay(picture, heat.cpu(), alpha=OVERLAY_ALPHA)
+
+
+class _NamedBytes(io.BytesIO):
+    """Upload bytes whose repr is the file name (PIL's messages show the file's repr)."""
+
+    def __init__(self, data: bytes, name: str) -> None:
+        super().__init__(data)
+        self.upload_name = name
+
+    def __repr__(self) -> str:
+        return repr(self.upload_name)
+
+
+def image_from_bytes(data: bytes, size: int, name: str = "upload") -> Tensor:
+    """An uploaded file as the loaders read images: decoded fully, converted to RGB,
+    centre-cropped and resized to ``size`` (:func:`latentcam.data.imageio.load_image`).
+
+    Returns:
+        float32 (1, 3, size, size) in [0, 1] (uint8 / 255, as the datasets give).
+
+    Raises:
+        UploadTooLarge: more than :data:`MAX_UPLOAD_BYTES` bytes.
+        DataError: not a readable image, or more than :data:`MAX_UPLOAD_PIXELS` pixels.
+    """
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise UploadTooLarge(
+            f"the upload '{name}' has {len(data) / 2**20:.1f} MB; the limit is "
+            f"{MAX_UPLOAD_BYTES // 2**20} MB: upload a smaller image"
+        )
+    if not data:
+        raise DataError(f"the upload '{name}' is empty; choose an image file")
+    try:
+        with Image.open(_NamedBytes(data, name)) as header:  # reads the header only
+            width, height = header.size
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise DataError(
+            f"the upload '{name}' is not a readable image ({err}); upload a JPEG, PNG, BMP "
+            "or WebP file"
+        ) from None
+    if width * height > MAX_UPLOAD_PIXELS:
+        raise DataError(
+            f"the upload '{name}' is {width}x{height} pixels; the limit is "
+            f"{MAX_UPLOAD_PIXELS // 1_000_000} megapixels: upload a smaller image"
+        )
+    try:
+        pixels, _ = load_image(_NamedBytes(data, name), size)  # type: ignore[arg-type]
+    except BadFile as err:
+        raise DataError(
+            f"the upload '{name}' is not a readable image ({err.reason}); upload a JPEG, "
+            "PNG, BMP or WebP file"
+        ) from None
+    return torch.from_numpy(pixels).permute(2, 0, 1).float().div(255.0)[None]
+
+
+def read_z_file(path: str | Path) -> dict[str, Any]:
+    """Read a latent vector saved by the page (format: see the module docstring).
+
+    Raises:
+        InputError: missing or unreadable file, not JSON, or a key missing or malformed.
+    """
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"--z file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(
+            f"--z file {path} is not a latent vector saved by latentcam app ({err})"
+        ) from None
+    return check_z_record(record, str(path))
+
+
+def _floats(record: Mapping[str, Any], key: str, length: int, where: str) -> list[float]:
+    values = record.get(key)
+    if (
+        not isinstance(values, list)
+        or len(values) != length
+        or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+    ):
+        raise InputError(
+            f"{where}: '{key}' must be a list of {length} finite numbers; save the vector "
+            "again from the page"
+        )
+    return [float(v) for v in values]
+
+
+def check_z_record(record: Any, where: str = "latent vector") -> dict[str, Any]:
+    """Validate a latent vector record (format: see the module docstring); returns it.
+
+    Raises:
+        InputError: not an object of that format, or lists of the wrong length.
+    """
+    if not isinstance(record, dict) or record.get("format") != Z_FORMAT:
+        raise InputError(
+            f'{where} is not a latent vector saved by latentcam app (no "format": "{Z_FORMAT}")'
+        )
+    latent_dim = record.get("latent_dim")
+    if not isinstance(latent_dim, int) or latent_dim < 1:
+        raise InputError(f"{where}: 'latent_dim' must be a positive integer")
+    _floats(record, "z", latent_dim, where)
+    _floats(record, "offsets", latent_dim, where)
+    if record.get("cond") is not None:
+        _floats(record, "cond", len(ATTRIBUTE_NAMES), where)
+    return record
+
+
+class ExplorerSession:
+    """The state of one exploration of a trained run, and every computation on it.
+
+    Args:
+        run: the loaded run (model in eval mode).
+        images: float32 (N, 3, H, W) in [0, 1], the dataset images offered (N >= 1).
+        attrs: float32 (N, 40) in {0, 1}, their attributes (a CVAE's condition; ignored by
+            other models), or None.
+        source: a readable name of the run (for the page and the saved vector).
+        top: number of sliders (the top units of the ranking).
+        gallery: number of per-unit maps in the gallery.
+        layer: explanation layer (default: the model's last encoder conv).
+        method: CAM method (see :data:`latentcam.explain.cam.METHODS`).
+        delta: the step d of the effect map, in latent units.
+        seed: seed of "random image".
+
+    The significance ranking is the KL ranking (:func:`latentcam.explain.metrics.rank_units`
+    of :func:`latentcam.training.losses.kl_per_unit` over ``images``), the ``by_kl`` ranking
+    of ``latentcam evaluate``.
+    """
+
+    def __init__(
+        self,
+        run: LoadedRun,
+        images: Tensor,
+        attrs: Tensor | None = None,
+        *,
+        source: str = "",
+        top: int = 8,
+        gallery: int = 16,
+        layer: str | None = None,
+        method: str = "gradcam",
+        delta: float = 3.0,
+        seed: int = 0,
+    ) -> None:
+        if images.dim() != 4 or images.shape[0] < 1:
+            raise InputError(f"images must be (N, 3, H, W) with N >= 1, got {tuple(images.shape)}")
+        if top < 1:
+            raise InputError(f"top must be at least 1 slider, got {top}")
+        self.run = run
+        self.model = run.model.eval()
+        self.kind = run.config.model.kind
+        self.device = next(self.model.parameters()).device
+        self.images = images.to(self.device)
+        conditional = self.model.cond_dim > 0
+        self.attrs = attrs.to(self.device).float() if conditional and attrs is not None else None
+        if self.model.cond_dim > 0 and self.attrs is None:
+            raise DataError(
+                "this run is a CVAE conditioned on the 40 CelebA attributes, but the images "
+                "come without attributes; use a dataset with attributes"
+            )
+        self.source = source or str(run.run_dir or run.checkpoint_path)
+        self.layer = layer
+        self.method = method
+        self.delta = float(delta)
+        self._rng = random.Random(seed)
+        with torch.no_grad():
+            mu, logvar = self.model.encode(self.images, self.attrs)
+        self.latent_dim = int(mu.shape[1])
+        self.kl = kl_per_unit(mu, logvar).cpu()  # (K,)
+        self.ranking: list[int] = rank_units(self.kl).tolist()
+        self.top = min(top, self.latent_dim)
+        self.gallery_size = min(gallery, self.latent_dim)
+        self.units: list[int] = self.ranking[: self.top]  # units with a slider
+        self.unit = self.units[0]
+        self.seg_class = self._default_seg_class()
+        self.select_image(0)
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def open(
+        cls,
+        run: str | Path | LoadedRun,
+        data: str | Path | None = None,
+        n: int = 64,
+        split: str = "val",
+        **options: Any,
+    ) -> ExplorerSession:
+        """Load a run and ``n`` images of ``split`` of its data (or ``data``).
+
+        Raises:
+            CheckpointError, DataError, InputError: see :func:`latentcam.runs.open_run_data`.
+        """
+        from latentcam.runs import open_run_data
+
+        batch = open_run_data(run, data=data, n=n, split=split, progress=False)
+        source = str(run) if not isinstance(run, LoadedRun) else ""
+        return cls(batch.run, batch.images, batch.attrs, source=source, **options)
+
+    # ------------------------------------------------------------------ info
+
+    @property
+    def num_images(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def seg_classes(self) -> list[str]:
+        """Names of the segmentation classes (empty for a model without segmentation)."""
+        if self.kind != "segvae":
+            return []
+        count = int(self.run.config.model.seg_classes)
+        return ["mask"] if count == 1 else list(PART_NAMES[:count])
+
+    def _default_seg_class(self) -> int:
+        names = self.seg_classes
+        return names.index("mouth") if "mouth" in names else 0
+
+    def info(self) -> dict[str, Any]:
+        """Model and session facts for the page (JSON-able)."""
+        return {
+            "run": self.source,
+            "checkpoint": str(self.run.checkpoint_path),
+            "model": self.kind,
+            "latent_dim": self.latent_dim,
+            "image_size": int(self.images.shape[-1]),
+            "num_images": self.num_images,
+            "ranking": self.ranking,
+            "ranking_source": "KL per unit over the dataset images (evaluate's by_kl)",
+            "kl": [round(float(v), 4) for v in self.kl],
+            "units": list(self.units),
+            "unit": self.unit,
+            "offsets": [round(float(v), 4) for v in self.offsets],
+            "attributes": list(ATTRIBUTE_NAMES) if self.cond is not None else [],
+            "cond": None if self.cond is None else [float(v) for v in self.cond[0]],
+            "seg_classes": self.seg_classes,
+            "seg_class": self.seg_class,
+            "steps": list(PAPER_STEPS),
+            "offset_limit": OFFSET_LIMIT,
+            "delta": self.delta,
+            "layer": self.layer or getattr(self.model, "explain_layer", ""),
+            "method": self.method,
+        }
+
+    # ------------------------------------------------------------------ image choice
+
+    def _set_image(self, image: Tensor, cond: Tensor | None, source: str) -> None:
+        self.image = image.to(self.device)  # (1, 3, H, W)
+        self.image_cond = cond  # (1, 40) condition the image is encoded with, or None
+        self.cond = None if cond is None else cond.clone()  # current (toggled) condition
+        self.image_source = source
+        with torch.no_grad():
+            mu, _ = self.model.encode(self.image, self.image_cond)
+        self.base = mu  # (1, K): z = base + offsets
+        self.offsets = torch.zeros(self.latent_dim, device=self.device)
+        self._input_cams: Tensor | None = None
+
+    def select_image(self, index: int) -> None:
+        """Explore dataset image ``index`` (0..N-1); offsets and attributes are reset."""
+        if not 0 <= int(index) < self.num_images:
+            raise InputError(
+                f"image index {index} is out of range: the dataset part loaded has images "
+                f"0..{self.num_images - 1}"
+            )
+        i = int(index)
+        cond = None if self.attrs is None else self.attrs[i : i + 1]
+        self._set_image(self.images[i : i + 1], cond, f"dataset #{i}")
+        self.index: int | None = i
+
+    def select_random(self) -> int:
+        """Explore a random dataset image (another one than now when N > 1); its index."""
+        choices = [i for i in range(self.num_images) if i != self.index] or [0]
+        index = self._rng.choice(choices)
+        self.select_image(index)
+        return index
+
+    def upload(self, data: bytes, name: str = "upload") -> None:
+        """Explore an uploaded image file (bytes), cropped and resized like the loaders'.
+
+        A CVAE encodes it with the training attribute means (zeros when unknown).
+
+        Raises:
+            UploadTooLarge, DataError: see :func:`image_from_bytes`.
+        """
+        image = image_from_bytes(data, int(self.images.shape[-1]), name)
+        cond = None
+        if self.model.cond_dim > 0:
+            means = self.run.attr_means
+            vector = means if means is not None else torch.zeros(len(ATTRIBUTE_NAMES))
+            cond = vector.float().to(self.device)[None]
+        self._set_image(image, cond, f"upload {name}")
+        self.index = None
+
+    # ------------------------------------------------------------------ controls
+
+    def _check_unit(self, unit: int) -> int:
+        if not isinstance(unit, int) or not 0 <= unit < self.latent_dim:
+            raise InputError(
+                f"latent unit {unit} is out of range: the model has units 0..{self.latent_dim - 1}"
+            )
+        return unit
+
+    def select_unit(self, unit: int) -> None:
+        """Make ``unit`` the chosen unit (maps and effect map); it gets a slider."""
+        self.unit = self._check_unit(unit)
+        if unit not in self.units:
+            self.units.append(unit)
+
+    def set_offset(self, unit: int, value: float) -> None:
+        """Set the offset of ``unit`` (and choose it): z_unit = mu_unit + value."""
+        self.select_unit(unit)
+        if not math.isfinite(value) or abs(value) > OFFSET_LIMIT:
+            raise InputError(
+                f"offset {value} of unit {unit} must be a finite number in "
+                f"[-{OFFSET_LIMIT:g}, {OFFSET_LIMIT:g}]"
+            )
+        self.offsets[unit] = float(value)
+
+    def set_attribute(self, name: str, value: float) -> None:
+        """CVAE: set attribute ``name`` (one of the 40 CelebA names) of the decoding condition
+        to ``value`` in [0, 1]; mu (the encoding of the input) is unchanged."""
+        if self.cond is None:
+            raise InputError("attributes apply to a CVAE; this model takes no attributes")
+        if name not in ATTRIBUTE_IDS:
+            raise InputError(f"unknown attribute '{name}'; the 40 CelebA attributes are listed")
+        if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+            raise InputError(f"attribute {name} value {value} must lie in [0, 1]")
+        self.cond[0, ATTRIBUTE_IDS[name]] = float(value)
+
+    def set_seg_class(self, cls: int) -> None:
+        """SegVAE: the class of the Seg-Grad-CAM map."""
+        names = self.seg_classes
+        if not names:
+            raise InputError("Seg-Grad-CAM classes apply to a segvae model")
+        if not isinstance(cls, int) or not 0 <= cls < len(names):
+            raise InputError(f"class {cls} is out of range: 0..{len(names) - 1}")
+        self.seg_class = cls
+
+    def reset(self) -> None:
+        """Offsets to zero and the condition back to the image's own."""
+        self.offsets.zero_()
+        self.cond = None if self.image_cond is None else self.image_cond.clone()
+
+    # ------------------------------------------------------------------ computations
+
+    def z(self) -> Tensor:
+        """The explored latent (1, K): mu(x) + offsets."""
+        return self.base + self.offsets[None]
+
+    @torch.no_grad()
+    def decode(self) -> Decoded:
+        """decode(z) with the current condition."""
+        return self.model.decode(self.z(), self.cond)
+
+    @torch.no_grad()
+    def reconstruction(self) -> Decoded:
+        """decode(mu(x)) with the image's own condition."""
+        return self.model.decode(self.base, self.image_cond)
+
+    def input_cams(self) -> Tensor:
+        """Grad-CAM maps of all K units on the input, (1, K, h, w), unnormalised (cached)."""
+        if self._input_cams is None:
+            result = latent_cams(
+                self.model, self.image, self.image_cond, layer=self.layer, method=self.method
+            )
+            self._input_cams = result.maps
+        return self._input_cams
+
+    def unit_cam(self, picture: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The chosen unit's Grad-CAM map on decode(z) re-encoded (with the current condition).
+
+        For a model that decodes no image, the map of the input image instead.
+
+        Returns:
+            (the explained picture (1, 3, H, W) in [0, 1], map (1, h, w) unnormalised).
+        """
+        if self._no_image():
+            explained, cond = self.image, self.image_cond
+        else:
+            explained = as_pictures(self.decode()) if picture is None else picture
+            cond = self.cond
+        result = latent_cams(
+            self.model, explained, cond, units=[self.unit], layer=self.layer, method=self.method
+        )
+        return explained, result.maps[:, 0]
+
+    def _no_image(self) -> bool:
+        return self.kind == "segvae" and not self.run.config.model.seg_recon_image
+
+    def unit_effect(self) -> Tensor:
+        """|decode(z + d e_k) - decode(z - d e_k)| of the chosen unit k, (1, H, W)."""
+        return effect_maps(self.model, self.z(), [self.unit], delta=self.delta, cond=self.cond)[
+            :, 0
+        ]
+
+    def seg_cam(self) -> Tensor:
+        """SegVAE: Seg-Grad-CAM of the chosen class over its predicted region on the input,
+        (1, h, w) unnormalised (Vinogradova et al. 2020)."""
+        name = self.seg_classes[self.seg_class]
+        target = SegClass(self.seg_class, class_name=name)
+        result = compute_cams(
+            self.model, self.image, [target], self.image_cond, self.layer, self.method
+        )
+        return result.maps[:, 0]
+
+    # ------------------------------------------------------------------ views
+
+    def live_view(self) -> LiveView:
+        """decode(z), the chosen unit's Grad-CAM on it and its effect map, as PNG bytes."""
+        decoded = self.decode()
+        picture = as_pictures(decoded)  # (1, 3, H, W)
+        explained, cam = self.unit_cam(picture)
+        effect = self.unit_effect()  # (1, H, W)
+        effect_max = float(effect.max())
+        effect_png = png_bytes(colorize(normalise(effect, per="map")[0].cpu(), cmap="magma"))
+        seg_overlay = None
+        if decoded.seg_logits is not None:
+            seg_overlay = png_bytes(self._mask_overlay(decoded.seg_logits)[0])
+        return LiveView(
+            unit=self.unit,
+            offset=float(self.offsets[self.unit]),
+            decoded=png_bytes(to_uint8_hwc(picture)[0]),
+            unit_cam=png_bytes(heat_overlay(explained, cam)[0]),
+            effect=effect_png,
+            effect_max=effect_max,
+            seg_overlay=seg_overlay,
+        )
+
+    def _mask_overlay(self, seg_logits: Tensor) -> np.ndarray:
+        labels = predicted_labels(seg_logits)
+        colours = colorize_labels(labels, num_classes=max(2, seg_logits.shape[1]))
+        base = to_uint8_hwc(self.image).astype(np.float32)
+        mask = to_uint8_hwc(colours).astype(np.float32)
+        return (base * (1 - OVERLAY_ALPHA) + mask * OVERLAY_ALPHA + 0.5).astype(np.uint8)
+
+    def image_view(self) -> ImageView:
+        """The input, its reconstruction, the averaged map and the gallery, as PNG bytes."""
+        cams = self.input_cams()  # (1, K, h, w)
+        shown = self.ranking[: self.gallery_size]
+        tiles = heat_overlay(
+            self.image.expand(len(shown), -1, -1, -1), cams[0, shown]
+        )  # (G, H, W, 3)
+        return ImageView(
+            source=self.image_source,
+            input=png_bytes(to_uint8_hwc(self.image)[0]),
+            recon=png_bytes(to_uint8_hwc(as_pictures(self.reconstruction()))[0]),
+            mean_cam=png_bytes(heat_overlay(self.image, cams.mean(dim=1))[0]),
+            gallery=[(unit, png_bytes(tile)) for unit, tile in zip(shown, tiles, strict=True)],
+            seg_cam=png_bytes(heat_overlay(self.image, self.seg_cam())[0])
+            if self.seg_classes
+            else None,
+        )
+
+    def figure_png(self) -> bytes:
+        """The current view as one labelled PNG figure (report.figures.panel_grid)."""
+        cams = self.input_cams()
+        decoded = self.decode()
+        picture = as_pictures(decoded)
+        explained, cam = self.unit_cam(picture)
+        effect = normalise(self.unit_effect(), per="map")
+        cells = [
+            to_uint8_hwc(self.image)[0],
+            to_uint8_hwc(as_pictures(self.reconstruction()))[0],
+            heat_overlay(self.image, cams.mean(dim=1))[0],
+            to_uint8_hwc(picture)[0],
+            heat_overlay(explained, cam)[0],
+            colorize(effect[0].cpu(), cmap="magma"),
+        ]
+        labels = [
+            "input",
+            "reconstruction",
+            "mean Grad-CAM",
+            f"decoded (z{self.unit}{float(self.offsets[self.unit]):+.2f})",
+            f"Grad-CAM unit {self.unit}",
+            f"effect unit {self.unit} (d={self.delta:g})",
+        ]
+        if decoded.seg_logits is not None:
+            cells.append(self._mask_overlay(decoded.seg_logits)[0])
+            labels.append("predicted parts")
+            cells.append(heat_overlay(self.image, self.seg_cam())[0])
+            labels.append(f"Seg-Grad-CAM {self.seg_classes[self.seg_class]}")
+        fig = panel_grid([cells], col_labels=labels, title=f"{self.source}: {self.image_source}")
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+        return buffer.getvalue()
+
+    # ------------------------------------------------------------------ latent vector
+
+    def z_record(self) -> dict[str, Any]:
+        """The current latent vector as a JSON-able dict (format: module docstring)."""
+        return {
+            "format": Z_FORMAT,
+            "run": self.source,
+            "model": self.kind,
+            "latent_dim": self.latent_dim,
+            "z": [float(v) for v in self.z()[0]],
+            "cond": None if self.cond is None else [float(v) for v in self.cond[0]],
+            "offsets": [float(v) for v in self.offsets],
+        }
+
+    def apply_z(self, record: Mapping[str, Any], where: str = "latent vector") -> None:
+        """Start from a saved latent vector: z and offsets (and a CVAE's condition) as saved.
+
+        The input image stays; mu is replaced by ``z - offsets`` so that decode(z) is the
+        saved one and the sliders show the saved offsets.
+
+        Raises:
+            InputError: a malformed record, or one of another model kind or latent size.
+        """
+        check_z_record(dict(record), where)
+        if record.get("model") not in (None, self.kind):
+            raise InputError(
+                f"{where} was saved from a {record.get('model')} model; this run is a {self.kind}"
+            )
+        if record["latent_dim"] != self.latent_dim:
+            raise InputError(
+                f"{where} has latent_dim {record['latent_dim']}; this model has "
+                f"{self.latent_dim} units"
+            )
+        z = torch.tensor(record["z"], dtype=torch.float32, device=self.device)
+        offsets = torch.tensor(record["offsets"], dtype=torch.float32, device=self.device)
+        self.base = (z - offsets)[None]
+        self.offsets = offsets
+        if self.cond is not None and record.get("cond") is not None:
+            self.cond = torch.tensor(record["cond"], device=self.device)[None]
+        moved = [int(k) for k in torch.nonzero(offsets).flatten()]
+        for unit in moved:
+            if unit not in self.units:
+                self.units.append(unit)
+        if moved:
+            self.unit = moved[0]
+        self.image_source += f" (z from {where})"

@@ -1,0 +1,338 @@
+// latentcam explorer: a thin page over the JSON API of latentcam.app.server.
+// No framework, nothing from the network. window.__latencies holds the time from each
+// slider input event to the new decoded image being shown (ms), for the benchmark.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+let info = null;
+let shownUnits = "";
+window.__latencies = [];
+window.__updates = 0;
+
+function showError(message) {
+  const box = $("error");
+  box.textContent = message;
+  box.hidden = false;
+}
+
+function clearError() {
+  $("error").hidden = true;
+  $("error").textContent = "";
+}
+
+async function api(method, path, body, headers) {
+  const options = { method: method, headers: headers || {} };
+  if (body !== undefined) {
+    if (body instanceof Blob || typeof body === "string") {
+      options.body = body;
+    } else {
+      options.body = JSON.stringify(body);
+      options.headers["Content-Type"] = "application/json";
+    }
+  }
+  let response;
+  try {
+    response = await fetch(path, options);
+  } catch (err) {
+    throw new Error("the server cannot be reached (" + err.message + ")");
+  }
+  let payload = null;
+  try {
+    payload = await response.json();
+  } catch (err) {
+    payload = null;
+  }
+  if (!response.ok) {
+    const message = payload && payload.error ? payload.error : response.status + " " + response.statusText;
+    throw new Error(message);
+  }
+  return payload;
+}
+
+async function setImg(el, src) {
+  if (!src) return;
+  el.src = src;
+  try {
+    await el.decode();
+  } catch (err) {
+    /* a detached or replaced image: nothing to wait for */
+  }
+}
+
+// ------------------------------------------------------------------ rendering
+
+function renderInfo(next) {
+  info = next;
+  $("info").textContent = `${info.model} · K=${info.latent_dim} · ${info.image_size} px · ${info.run} · layer ${info.layer} · ${info.method}`;
+  $("img-index").max = info.num_images - 1;
+  $("add-unit").max = info.latent_dim - 1;
+  $("ranking-note").textContent = "(top by KL)";
+  const key = info.units.join(",");
+  if (key !== shownUnits) buildSliders();
+  for (const row of document.querySelectorAll(".slider")) {
+    const unit = Number(row.dataset.unit);
+    const input = row.querySelector("input");
+    if (document.activeElement !== input || playing) input.value = info.offsets[unit];
+    row.querySelector(".value").textContent = Number(input.value).toFixed(2);
+    row.classList.toggle("chosen", unit === info.unit);
+  }
+  for (const fig of document.querySelectorAll(".gallery figure")) {
+    fig.classList.toggle("chosen", Number(fig.dataset.unit) === info.unit);
+  }
+  renderAttributes();
+  renderSegClasses();
+}
+
+function buildSliders() {
+  const box = $("sliders");
+  box.replaceChildren();
+  for (const unit of info.units) {
+    const row = document.createElement("div");
+    row.className = "slider";
+    row.dataset.unit = unit;
+    const label = document.createElement("label");
+    label.textContent = `z${unit}`;
+    label.title = `KL ${info.kl[unit]} nats; click to choose`;
+    label.addEventListener("click", () => chooseUnit(unit));
+    const input = document.createElement("input");
+    input.type = "range";
+    input.min = -3;
+    input.max = 3;
+    input.step = 0.05;
+    input.value = info.offsets[unit];
+    input.id = `slider-${unit}`;
+    input.setAttribute("aria-label", `offset of unit ${unit}`);
+    input.addEventListener("input", () => onSlider(unit, Number(input.value)));
+    const value = document.createElement("span");
+    value.className = "value";
+    row.append(label, input, value);
+    box.append(row);
+  }
+  shownUnits = info.units.join(",");
+}
+
+function renderAttributes() {
+  const panel = $("attr-panel");
+  if (!info.attributes.length) {
+    panel.hidden = true;
+    return;
+  }
+  panel.hidden = false;
+  const box = $("attrs");
+  if (!box.children.length) {
+    info.attributes.forEach((name) => {
+      const label = document.createElement("label");
+      const input = document.createElement("input");
+      input.type = "checkbox";
+      input.id = `attr-${name}`;
+      input.dataset.attr = name;
+      input.addEventListener("change", () => toggleAttribute(name, input.checked));
+      label.append(input, " " + name.replace(/_/g, " "));
+      box.append(label);
+    });
+  }
+  info.attributes.forEach((name, i) => {
+    $(`attr-${name}`).checked = info.cond[i] > 0.5;
+  });
+}
+
+function renderSegClasses() {
+  const has = info.seg_classes.length > 0;
+  $("seg-cam-fig").hidden = !has;
+  $("seg-overlay-fig").hidden = !has;
+  if (!has) return;
+  const select = $("seg-class");
+  if (select.options.length !== info.seg_classes.length) {
+    select.replaceChildren();
+    info.seg_classes.forEach((name, i) => select.append(new Option(name, i)));
+  }
+  select.value = info.seg_class;
+}
+
+async function renderImage(image) {
+  $("source").textContent = image.source;
+  const gallery = $("gallery");
+  gallery.replaceChildren();
+  for (const tile of image.gallery) {
+    const fig = document.createElement("figure");
+    fig.dataset.unit = tile.unit;
+    fig.classList.toggle("chosen", info && tile.unit === info.unit);
+    const img = document.createElement("img");
+    img.src = tile.png;
+    img.alt = `Grad-CAM of unit ${tile.unit}`;
+    const cap = document.createElement("figcaption");
+    cap.textContent = `z${tile.unit} · KL ${info ? info.kl[tile.unit].toFixed(2) : ""}`;
+    fig.append(img, cap);
+    fig.addEventListener("click", () => chooseUnit(tile.unit));
+    gallery.append(fig);
+  }
+  await Promise.all([
+    setImg($("img-input"), image.input),
+    setImg($("img-recon"), image.recon),
+    setImg($("img-mean"), image.mean_cam),
+    setImg($("img-segcam"), image.seg_cam),
+  ]);
+}
+
+async function renderLive(live) {
+  $("cap-decoded").textContent = `decoded: z${live.unit} ${live.offset >= 0 ? "+" : ""}${live.offset.toFixed(2)}`;
+  $("cap-unitcam").textContent = `Grad-CAM z${live.unit} (re-encoded)`;
+  $("cap-effect").textContent = `effect z${live.unit} ±${info ? info.delta : ""} (max ${live.effect_max.toFixed(3)})`;
+  await Promise.all([
+    setImg($("img-decoded"), live.decoded),
+    setImg($("img-unitcam"), live.unit_cam),
+    setImg($("img-effect"), live.effect),
+    setImg($("img-seg-overlay"), live.seg_overlay),
+  ]);
+  window.__updates += 1;
+}
+
+async function renderState(state) {
+  renderInfo(state.info);
+  await renderImage(state.image);
+  await renderLive(state.live);
+}
+
+async function run(action) {
+  try {
+    clearError();
+    await action();
+  } catch (err) {
+    showError(err.message);
+  }
+}
+
+// ------------------------------------------------------------------ slider moves
+// One request at a time; a move made while one is in flight replaces any queued move.
+
+let pending = null;
+let busy = false;
+let playing = false;
+
+function onSlider(unit, value) {
+  pending = { unit: unit, value: value, t0: performance.now() };
+  pump();
+}
+
+async function pump() {
+  if (busy || !pending) return;
+  busy = true;
+  const move = pending;
+  pending = null;
+  try {
+    await sendMove(move);
+  } finally {
+    busy = false;
+    if (pending) pump();
+  }
+}
+
+async function sendMove(move) {
+  await run(async () => {
+    const result = await api("POST", "/api/offset", { unit: move.unit, value: move.value });
+    renderInfo(result.info);
+    await renderLive(result.live);
+    const ms = performance.now() - move.t0;
+    window.__latencies.push(ms);
+    $("latency").textContent = `last update ${ms.toFixed(0)} ms (server ${result.live.server_ms.toFixed(0)} ms)`;
+  });
+}
+
+async function chooseUnit(unit) {
+  await run(async () => {
+    const result = await api("POST", "/api/unit", { unit: unit });
+    renderInfo(result.info);
+    await renderLive(result.live);
+  });
+}
+
+async function toggleAttribute(name, on) {
+  await run(async () => {
+    const result = await api("POST", "/api/attribute", { name: name, value: on ? 1 : 0 });
+    renderInfo(result.info);
+    await renderLive(result.live);
+  });
+}
+
+async function play() {
+  if (playing) return;
+  playing = true;
+  $("play").disabled = true;
+  const unit = info.unit;
+  const slider = $(`slider-${unit}`);
+  try {
+    for (const step of info.steps) {
+      if (slider) slider.value = step;
+      await sendMove({ unit: unit, value: step, t0: performance.now() });
+      if (!$("error").hidden) break;
+      await new Promise((resolve) => setTimeout(resolve, 150));
+    }
+  } finally {
+    playing = false;
+    $("play").disabled = false;
+  }
+}
+
+// ------------------------------------------------------------------ wiring
+
+$("img-show").addEventListener("click", () =>
+  run(async () => renderState(await api("POST", "/api/image", { index: Number($("img-index").value) })))
+);
+$("img-random").addEventListener("click", () =>
+  run(async () => {
+    const state = await api("POST", "/api/image", { random: true });
+    $("img-index").value = state.image.source.replace(/^dataset #/, "");
+    await renderState(state);
+  })
+);
+$("upload").addEventListener("change", () =>
+  run(async () => {
+    const file = $("upload").files[0];
+    if (!file) return;
+    const limit = info ? info.max_upload_bytes : Infinity;
+    if (file.size > limit) {
+      throw new Error(`the upload '${file.name}' has ${(file.size / 1048576).toFixed(1)} MB; the limit is ${limit / 1048576} MB: upload a smaller image`);
+    }
+    const path = "/api/upload?name=" + encodeURIComponent(file.name);
+    await renderState(await api("POST", path, file, { "Content-Type": "application/octet-stream" }));
+  })
+);
+$("add-unit-btn").addEventListener("click", () => chooseUnit(Number($("add-unit").value)));
+$("play").addEventListener("click", play);
+$("reset").addEventListener("click", () => run(async () => renderState(await api("POST", "/api/reset"))));
+$("seg-class").addEventListener("change", () =>
+  run(async () => {
+    const result = await api("POST", "/api/seg_class", { cls: Number($("seg-class").value) });
+    renderInfo(result.info);
+    await renderImage(result.image);
+  })
+);
+$("load-z").addEventListener("change", () =>
+  run(async () => {
+    const file = $("load-z").files[0];
+    if (!file) return;
+    let record;
+    try {
+      record = JSON.parse(await file.text());
+    } catch (err) {
+      throw new Error(`${file.name} is not JSON: ${err.message}`);
+    }
+    await renderState(await api("POST", "/api/z", record));
+  })
+);
+$("ckpt-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  run(async () => {
+    $("ckpt-load").disabled = true;
+    try {
+      const state = await api("POST", "/api/checkpoint", { path: $("ckpt-path").value });
+      shownUnits = "";
+      $("attrs").replaceChildren();
+      await renderState(state);
+    } finally {
+      $("ckpt-load").disabled = false;
+    }
+  });
+});
+
+run(async () => renderState(await api("GET", "/api/state")));

@@ -1,0 +1,101 @@
+"""``latentcam app``: the interactive latent explorer in the browser (a local, offline page).
+
+A thin wrapper: opens the run with :meth:`latentcam.app.session.ExplorerSession.open`,
+builds the service with :func:`latentcam.app.server.create_app` and serves it with uvicorn.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from latentcam.explain.cam import METHODS
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``app`` sub-command."""
+    p = subparsers.add_parser(
+        "app",
+        help="interactive latent explorer in the browser (sliders, live decode, heatmaps)",
+        description=(
+            "Serve a local page (fully offline) to explore a run: pick or upload an image, "
+            "move latent units with sliders and watch the decoded image, the unit's Grad-CAM "
+            "on the re-encoded output and its effect map update live; CVAE attribute "
+            "toggles; SegVAE part mask and Seg-Grad-CAM per class; save the view as PNG "
+            "and the latent vector as JSON (read back with --z)."
+        ),
+        epilog="example: latentcam app runs/vae64 --data synth --port 8765",
+    )
+    p.add_argument("run", metavar="RUN", help="run folder or .ckpt")
+    p.add_argument(
+        "--data", metavar="PATH", help="dataset folder or 'synth' (default: the run's own data)"
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    p.add_argument(
+        "--port", type=int, default=8765, help="port; 0 picks a free one (default: %(default)s)"
+    )
+    p.add_argument(
+        "--top", type=int, default=8, help="sliders for the top units by KL (default: %(default)s)"
+    )
+    p.add_argument(
+        "--gallery",
+        type=int,
+        default=16,
+        help="per-unit maps in the gallery (default: %(default)s)",
+    )
+    p.add_argument(
+        "--z", metavar="FILE", help="start at a latent vector saved from the page (JSON)"
+    )
+    p.add_argument(
+        "--n", type=int, default=64, help="dataset images offered (default: %(default)s)"
+    )
+    p.add_argument(
+        "--split",
+        choices=("train", "val", "test", "all"),
+        default="val",
+        help="split the images come from (default: %(default)s)",
+    )
+    p.add_argument("--layer", metavar="NAME", help="explanation layer (default: last encoder conv)")
+    p.add_argument(
+        "--method", choices=METHODS, default="gradcam", help="CAM method (default: %(default)s)"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads; one image at a time is fastest on 1 (default: %(default)s)",
+    )
+    p.set_defaults(handler=run_app)
+
+
+def run_app(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import torch
+
+    from latentcam.app.server import bind_socket, create_app, make_server, server_url
+    from latentcam.app.session import ExplorerSession, read_z_file
+    from latentcam.errors import InputError
+
+    if args.threads < 1:
+        raise InputError(f"--threads must be at least 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
+    record = read_z_file(args.z) if args.z else None  # a bad file fails before the model loads
+    options = {
+        "n": args.n,
+        "split": args.split,
+        "top": args.top,
+        "gallery": args.gallery,
+        "layer": args.layer,
+        "method": args.method,
+    }
+    session = ExplorerSession.open(args.run, data=args.data, **options)
+    if record is not None:
+        session.apply_z(record, args.z)
+    sock = bind_socket(args.host, args.port)
+    app = create_app(session, data=args.data, open_options=options)
+    print(f"latentcam app: serving {args.run} at {server_url(sock)} (Ctrl+C to stop)", flush=True)
+    asyncio.run(make_server(app).serve(sockets=[sock]))
+    return 0

@@ -1,0 +1,231 @@
+"""ExplorerSession: every picture equals the public API's result computed by hand."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from latentcam.app.session import (
+    MAX_UPLOAD_BYTES,
+    ExplorerSession,
+    UploadTooLarge,
+    image_from_bytes,
+    read_z_file,
+)
+from latentcam.data.classes import ATTRIBUTE_IDS
+from latentcam.data.imageio import load_image
+from latentcam.errors import DataError, InputError
+from latentcam.explain.cam import compute_cams, latent_cams
+from latentcam.explain.metrics import rank_units
+from latentcam.explain.targets import SegClass
+from latentcam.explain.traversal import effect_maps
+from latentcam.generate import as_pictures
+from latentcam.io import write_json
+from latentcam.report.figures import to_uint8_hwc
+from latentcam.training.losses import kl_per_unit
+
+Open = Callable[..., ExplorerSession]
+
+
+def _mu(s: ExplorerSession, image: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+    with torch.no_grad():
+        return s.model.encode(image, cond)[0]
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_ranking_is_kl_order(open_session: Open) -> None:
+    s = open_session("vae")
+    with torch.no_grad():
+        mu, logvar = s.model.encode(s.images)
+    expected = rank_units(kl_per_unit(mu, logvar)).tolist()
+    assert s.ranking == expected
+    assert s.units == expected[:4]
+    assert [u for u, _ in s.image_view().gallery] == expected[:4]
+
+
+def test_offset_decodes_mu_plus_offset(open_session: Open) -> None:
+    s = open_session("vae")
+    s.select_image(2)
+    unit = s.units[1]
+    before = s.decode().recon
+    s.set_offset(unit, 0.7)
+    mu = _mu(s, s.images[2:3], None)
+    z = mu.clone()
+    z[0, unit] += 0.7
+    with torch.no_grad():
+        expected = s.model.decode(z).recon
+    assert expected is not None and before is not None
+    torch.testing.assert_close(s.decode().recon, expected, rtol=0, atol=1e-6)
+    assert (expected - before).abs().max() > 1e-4  # the offset changed the image
+    live = s.live_view()
+    assert live.unit == unit and live.offset == pytest.approx(0.7)
+    shown = np.asarray(Image.open(io.BytesIO(live.decoded)))
+    np.testing.assert_array_equal(shown, to_uint8_hwc(expected)[0])
+
+
+def test_unit_cam_is_latent_cam_of_reencoded_output(open_session: Open) -> None:
+    s = open_session("vae")
+    unit = s.units[0]
+    s.set_offset(unit, -1.5)
+    picture = as_pictures(s.decode())
+    explained, cam = s.unit_cam()
+    expected = latent_cams(s.model, picture, units=[unit]).maps[:, 0]
+    torch.testing.assert_close(explained, picture)
+    torch.testing.assert_close(cam, expected)
+    assert cam.shape == expected.shape and cam.dim() == 3
+
+
+def test_effect_map_is_effect_maps_at_z(open_session: Open) -> None:
+    s = open_session("vae", delta=2.0)
+    unit = s.units[2]
+    s.set_offset(unit, 0.4)
+    expected = effect_maps(s.model, s.z(), [unit], delta=2.0)[:, 0]
+    torch.testing.assert_close(s.unit_effect(), expected)
+    # by hand: |decode(z + 2 e_k) - decode(z - 2 e_k)| averaged over colours
+    step = torch.zeros_like(s.z())
+    step[0, unit] = 2.0
+    with torch.no_grad():
+        plus, minus = s.model.decode(s.z() + step).recon, s.model.decode(s.z() - step).recon
+    assert plus is not None and minus is not None
+    torch.testing.assert_close(s.unit_effect(), (plus - minus).abs().mean(1), atol=1e-6, rtol=0)
+    assert s.live_view().effect_max == pytest.approx(float(expected.max()))
+
+
+def test_cvae_toggle_decodes_with_flipped_attribute(open_session: Open) -> None:
+    s = open_session("cvae")
+    assert s.attrs is not None and s.cond is not None
+    index = ATTRIBUTE_IDS["Smiling"]
+    original = s.cond.clone()
+    flipped = original.clone()
+    flipped[0, index] = 1.0 - flipped[0, index]
+    before = s.decode().recon
+    s.set_attribute("Smiling", float(flipped[0, index]))
+    mu = _mu(s, s.images[0:1], original)  # mu is encoded with the image's own attributes
+    with torch.no_grad():
+        expected = s.model.decode(mu, flipped).recon
+    assert expected is not None and before is not None
+    torch.testing.assert_close(s.decode().recon, expected, rtol=0, atol=1e-6)
+    assert (expected - before).abs().max() > 1e-4
+    s.reset()
+    torch.testing.assert_close(s.cond, original)
+    with pytest.raises(InputError, match="Smilling"):
+        s.set_attribute("Smilling", 1.0)
+
+
+def test_z_json_round_trip(open_session: Open, tmp_path: Path) -> None:
+    s = open_session("cvae")
+    s.select_image(1)
+    s.set_offset(s.units[0], 1.25)
+    s.set_offset(7, -0.5)
+    s.set_attribute("Eyeglasses", 1.0)
+    record = s.z_record()
+    assert record["model"] == "cvae" and record["latent_dim"] == s.latent_dim
+    assert record["offsets"][7] == pytest.approx(-0.5)
+    path = write_json(tmp_path / "z.json", record)
+
+    fresh = open_session("cvae")  # another image, no offsets
+    fresh.apply_z(read_z_file(path), str(path))
+    torch.testing.assert_close(fresh.z(), s.z(), atol=1e-6, rtol=0)
+    torch.testing.assert_close(fresh.offsets, s.offsets)
+    torch.testing.assert_close(fresh.cond, s.cond)
+    assert 7 in fresh.units
+    torch.testing.assert_close(fresh.decode().recon, s.decode().recon, atol=1e-5, rtol=0)
+
+
+def test_z_file_errors(open_session: Open, tmp_path: Path) -> None:
+    s = open_session("vae")
+    with pytest.raises(InputError, match="not found"):
+        read_z_file(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(InputError, match="bad.json"):
+        read_z_file(tmp_path / "bad.json")
+    record = s.z_record()
+    record["z"] = record["z"][:-1]
+    with pytest.raises(InputError, match="'z' must be a list of"):
+        s.apply_z(record)
+    other = s.z_record() | {"latent_dim": 3, "z": [0.0] * 3, "offsets": [0.0] * 3}
+    with pytest.raises(InputError, match="latent_dim 3"):
+        s.apply_z(other)
+
+
+def test_upload_matches_loader(open_session: Open, tmp_path: Path) -> None:
+    s = open_session("vae")
+    size = int(s.images.shape[-1])
+    pixels = np.random.default_rng(3).integers(0, 256, (30, 44, 3), dtype=np.uint8)
+    path = tmp_path / "face.png"
+    Image.fromarray(pixels).save(path)
+    loaded, _ = load_image(path, size)  # the loaders' crop and resize
+    expected = torch.from_numpy(loaded).permute(2, 0, 1).float().div(255.0)[None]
+    got = image_from_bytes(path.read_bytes(), size, "face.png")
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    s.upload(path.read_bytes(), "face.png")
+    torch.testing.assert_close(s.image, expected)
+    torch.testing.assert_close(s.base, _mu(s, expected, None))
+    assert s.image_view().source == "upload face.png"
+
+
+def test_bad_uploads(open_session: Open) -> None:
+    s = open_session("vae")
+    before = s.image.clone()
+    with pytest.raises(DataError, match="'notes.txt' is not a readable image"):
+        s.upload(b"hello, not an image", "notes.txt")
+    with pytest.raises(DataError, match="empty"):
+        s.upload(b"", "empty.png")
+    truncated = _png(np.zeros((40, 40, 3), np.uint8))[:60]
+    with pytest.raises(DataError, match="trunc.png"):
+        s.upload(truncated, "trunc.png")
+    with pytest.raises(UploadTooLarge, match="limit is 20 MB"):
+        image_from_bytes(b"\0" * (MAX_UPLOAD_BYTES + 1), 8, "huge.png")
+    torch.testing.assert_close(s.image, before)  # the session kept its image
+
+
+def test_bad_controls(open_session: Open) -> None:
+    s = open_session("vae")
+    with pytest.raises(InputError, match=f"0..{s.latent_dim - 1}"):
+        s.set_offset(s.latent_dim, 1.0)
+    with pytest.raises(InputError, match="finite"):
+        s.set_offset(0, float("nan"))
+    with pytest.raises(InputError, match="out of range"):
+        s.select_image(99)
+    with pytest.raises(InputError, match="CVAE"):
+        s.set_attribute("Smiling", 1.0)
+    with pytest.raises(InputError, match="segvae"):
+        s.set_seg_class(0)
+
+
+def test_segvae_mask_and_seg_gradcam(open_session: Open) -> None:
+    s = open_session("segvae")
+    assert len(s.seg_classes) == 19 and s.seg_classes[s.seg_class] == "mouth"
+    s.set_seg_class(13)  # hair
+    expected = compute_cams(s.model, s.image, [SegClass(13)]).maps[:, 0]
+    torch.testing.assert_close(s.seg_cam(), expected)
+    live = s.live_view()
+    assert live.seg_overlay is not None
+    view = s.image_view()
+    assert view.seg_cam is not None
+    # the "decoded" picture of a mask-only model is its coloured predicted mask
+    shown = np.asarray(Image.open(io.BytesIO(live.decoded)))
+    np.testing.assert_array_equal(shown, to_uint8_hwc(as_pictures(s.decode()))[0])
+    # its unit map is the input's (there is no decoded image to re-encode)
+    explained, cam = s.unit_cam()
+    torch.testing.assert_close(explained, s.image)
+    torch.testing.assert_close(cam, latent_cams(s.model, s.image, units=[s.unit]).maps[:, 0])
+
+
+def test_figure_png(open_session: Open) -> None:
+    s = open_session("vae")
+    png = s.figure_png()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = Image.open(io.BytesIO(png)).size
+    assert width > 3 * height  # one row of six labelled panels

@@ -25,8 +25,9 @@ from latentcam.explain.cam import compute_cams, latent_cams
 from latentcam.explain.metrics import rank_units
 from latentcam.explain.targets import SegClass
 from latentcam.explain.traversal import effect_maps
-from latentcam.generate import as_pictures
+from latentcam.generate import as_pictures, colorize_labels
 from latentcam.io import write_json
+from latentcam.models.segvae import predicted_labels
 from latentcam.report.figures import to_uint8_hwc
 from latentcam.training.losses import kl_per_unit
 
@@ -143,6 +144,30 @@ def test_z_json_round_trip(open_session: Open, tmp_path: Path) -> None:
     torch.testing.assert_close(fresh.decode().recon, s.decode().recon, atol=1e-5, rtol=0)
 
 
+def test_loaded_z_keeps_the_reconstruction_and_reset_returns_to_mu(open_session: Open) -> None:
+    """After "Load z" the reconstruction is still decode(mu(x)) and Reset goes back to mu(x),
+    not to the loaded z - offsets (issue #8, bug 3)."""
+    s = open_session("vae")
+    s.select_image(3)
+    mu = _mu(s, s.images[3:4], None)
+    with torch.no_grad():
+        recon = s.model.decode(mu).recon
+    record = s.z_record() | {
+        "z": [0.5] * s.latent_dim,
+        "offsets": [0.0] * s.latent_dim,
+    }
+    record["offsets"][s.units[0]] = 0.25
+    s.apply_z(record, "z.json")
+    torch.testing.assert_close(s.z(), torch.full((1, s.latent_dim), 0.5))
+    torch.testing.assert_close(s.reconstruction().recon, recon, rtol=0, atol=0)
+    shown = np.asarray(Image.open(io.BytesIO(s.image_view().recon)))
+    assert recon is not None
+    np.testing.assert_array_equal(shown, to_uint8_hwc(recon)[0])
+    s.reset()
+    torch.testing.assert_close(s.z(), mu, rtol=0, atol=0)
+    assert float(s.offsets.abs().sum()) == 0.0
+
+
 def test_z_file_errors(open_session: Open, tmp_path: Path) -> None:
     s = open_session("vae")
     with pytest.raises(InputError, match="not found"):
@@ -157,6 +182,12 @@ def test_z_file_errors(open_session: Open, tmp_path: Path) -> None:
     other = s.z_record() | {"latent_dim": 3, "z": [0.0] * 3, "offsets": [0.0] * 3}
     with pytest.raises(InputError, match="latent_dim 3"):
         s.apply_z(other)
+    with pytest.raises(InputError, match="saved from a cvae model; this run is a vae"):
+        s.apply_z(s.z_record() | {"model": "cvae"})
+    unnamed = s.z_record()
+    del unnamed["model"]
+    with pytest.raises(InputError, match="'model' must be one of vae, cvae, segvae, got None"):
+        s.apply_z(unnamed)
 
 
 def test_upload_matches_loader(open_session: Open, tmp_path: Path) -> None:
@@ -171,7 +202,8 @@ def test_upload_matches_loader(open_session: Open, tmp_path: Path) -> None:
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
     s.upload(path.read_bytes(), "face.png")
     torch.testing.assert_close(s.image, expected)
-    torch.testing.assert_close(s.base, _mu(s, expected, None))
+    torch.testing.assert_close(s.mu, _mu(s, expected, None))
+    torch.testing.assert_close(s.z(), s.mu)
     assert s.image_view().source == "upload face.png"
 
 
@@ -194,8 +226,15 @@ def test_bad_controls(open_session: Open) -> None:
     s = open_session("vae")
     with pytest.raises(InputError, match=f"0..{s.latent_dim - 1}"):
         s.set_offset(s.latent_dim, 1.0)
-    with pytest.raises(InputError, match="finite"):
-        s.set_offset(0, float("nan"))
+    # a bad value leaves the state as it was: no unit chosen, no slider added (bug 2)
+    outside = next(u for u in range(s.latent_dim) if u not in s.units)
+    chosen, units = s.unit, list(s.units)
+    for value in (float("nan"), 10.5, float("-inf")):
+        with pytest.raises(
+            InputError, match=rf"offset {value} of unit {outside} must be a finite number"
+        ):
+            s.set_offset(outside, value)
+    assert s.unit == chosen and s.units == units and float(s.offsets.abs().sum()) == 0.0
     with pytest.raises(InputError, match="out of range"):
         s.select_image(99)
     with pytest.raises(InputError, match="CVAE"):
@@ -204,14 +243,37 @@ def test_bad_controls(open_session: Open) -> None:
         s.set_seg_class(0)
 
 
+def test_bad_options(open_session: Open) -> None:
+    with pytest.raises(InputError, match=r"unknown layer 'encoder\.block\.2'.*encoder\.blocks\.2"):
+        open_session("vae", layer="encoder.block.2")
+    with pytest.raises(InputError, match="gallery must be 0 or more per-unit maps, got -1"):
+        open_session("vae", gallery=-1)
+    with pytest.raises(InputError, match="unknown CAM method 'gradcamm'"):
+        open_session("vae", method="gradcamm")
+    s = open_session("vae", layer="encoder.blocks.1", gallery=0)
+    assert s.info()["layer"] == "encoder.blocks.1" and s.image_view().gallery == []
+    expected = latent_cams(s.model, s.image, layer="encoder.blocks.1").maps
+    torch.testing.assert_close(s.input_cams(), expected)
+
+
 def test_segvae_mask_and_seg_gradcam(open_session: Open) -> None:
     s = open_session("segvae")
     assert len(s.seg_classes) == 19 and s.seg_classes[s.seg_class] == "mouth"
+    assert s.info()["unit_cam_on"] == "input"  # the page captions the unit map from this
     s.set_seg_class(13)  # hair
     expected = compute_cams(s.model, s.image, [SegClass(13)]).maps[:, 0]
     torch.testing.assert_close(s.seg_cam(), expected)
+    s.set_offset(s.units[0], 2.0)
     live = s.live_view()
     assert live.seg_overlay is not None
+    # the overlay, by hand: mask colours and input averaged, rounded half up
+    seg_logits = s.decode().seg_logits
+    assert seg_logits is not None
+    colours = to_uint8_hwc(colorize_labels(predicted_labels(seg_logits), 19))[0].astype(int)
+    face = to_uint8_hwc(s.image)[0].astype(int)
+    blend = ((face + colours + 1) // 2).astype(np.uint8)
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(live.seg_overlay))), blend)
+    assert len(np.unique(colours.reshape(-1, 3), axis=0)) >= 2  # more than one class shown
     view = s.image_view()
     assert view.seg_cam is not None
     # the "decoded" picture of a mask-only model is its coloured predicted mask
@@ -224,8 +286,31 @@ def test_segvae_mask_and_seg_gradcam(open_session: Open) -> None:
 
 
 def test_figure_png(open_session: Open) -> None:
+    import matplotlib.pyplot as plt
+
     s = open_session("vae")
+    assert s.info()["unit_cam_on"] == "decoded"
+    s.set_offset(s.units[1], 1.5)
+    fig = s.figure()
+    # row 1: six panels; row 2: the gallery (4 units) in the same six columns
+    panels = [ax.get_images()[0].get_array() for ax in fig.axes[:12] if ax.get_images()]
+    assert len(panels) == 10 and not fig.axes[10].get_images()
+    assert [ax.get_title() for ax in fig.axes[:6]] == [
+        "input",
+        "reconstruction",
+        "mean Grad-CAM",
+        f"decoded (z{s.units[1]}+1.50)",
+        f"Grad-CAM unit {s.units[1]} (re-encoded)",
+        f"effect unit {s.units[1]} (d=3)",
+    ]
+    np.testing.assert_array_equal(panels[0], to_uint8_hwc(s.image)[0])
+    np.testing.assert_array_equal(panels[3], to_uint8_hwc(as_pictures(s.decode()))[0])
+    view = s.image_view()
+    for (unit, png), panel, ax in zip(view.gallery, panels[6:], fig.axes[6:10], strict=True):
+        np.testing.assert_array_equal(panel, np.asarray(Image.open(io.BytesIO(png))))
+        assert [t.get_text() for t in ax.texts] == [f"z{unit}"]
+    plt.close(fig)
     png = s.figure_png()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = Image.open(io.BytesIO(png)).size
-    assert width > 3 * height  # one row of six labelled panels
+    assert 2 * height < width < 5 * height  # two rows of six labelled panels

@@ -152,6 +152,7 @@ def test_sample_decodes_a_latent_vector_saved_by_the_app(
 
     from latentcam.app.session import Z_FORMAT
     from latentcam.generate import as_pictures
+    from latentcam.report.figures import to_uint8_hwc
 
     run = load_run(cvae_run)
     K = run.model.latent_dim
@@ -183,6 +184,30 @@ def test_sample_decodes_a_latent_vector_saved_by_the_app(
         main(["sample", str(cvae_run), "--z", str(tmp_path / "bad.json"), "--out", str(out)]) == 2
     )
     assert f"holds {K + 1} latent units" in one_line_error(capsys)
+    # no saved condition: the training attribute means (generate.attribute_vector's base)
+    assert run.attr_means is not None
+    record.update(latent_dim=K, z=z.tolist(), offsets=[0.0] * K, cond=None)
+    (tmp_path / "plain.json").write_text(json.dumps(record))
+    plain = tmp_path / "plain"
+    assert (
+        main(["sample", str(cvae_run), "--z", str(tmp_path / "plain.json"), "--out", str(plain)])
+        == 0
+    )
+    with torch.no_grad():
+        decode = run.model.decode
+        by_means = to_uint8_hwc(as_pictures(decode(z[None], run.attr_means.float()[None])))[0]
+        by_zeros = to_uint8_hwc(as_pictures(decode(z[None], torch.zeros(1, 40))))[0]
+    got = png(plain / "decoded.png")[..., :3]
+    np.testing.assert_array_equal(got, by_means)
+    assert not np.array_equal(got, by_zeros)  # the condition changes some pixels
+    # a vector saved from another model kind
+    record["model"] = "vae"
+    (tmp_path / "vae.json").write_text(json.dumps(record))
+    capsys.readouterr()
+    assert (
+        main(["sample", str(cvae_run), "--z", str(tmp_path / "vae.json"), "--out", str(out)]) == 2
+    )
+    assert f"was saved from a vae model but {cvae_run} is a cvae" in one_line_error(capsys)
 
 
 def test_sample_api(cvae_run: Path) -> None:

@@ -113,6 +113,10 @@ CASES: dict[str, list[Case]] = {
         Case("sample {vae} --out {out} --set Smiling=1", "--set needs a cvae run"),
         Case("sample {cvae} --out {out} --set Smilling=1", "did you mean Smiling"),
         Case("sample {cvae} --out {out} --set Smiling=yes", "not of the form Name=number"),
+        Case("sample {vae} --out {out} --z {missing}", "--z file not found"),
+        Case(
+            "sample {vae} --out {out} --z {file}", "is not a latent vector saved by latentcam app"
+        ),
         Case("sample {vae} --out {blocked}", "/a-file/sub: Not a directory"),
     ],
     "reconstruct": [
@@ -153,6 +157,16 @@ CASES: dict[str, list[Case]] = {
             "attributes are traversed for a cvae run",
         ),
         Case("traverse {vae} --out {blocked}", "/a-file/sub: Not a directory"),
+    ],
+    "app": [  # each fails before the server starts
+        Case("app {missing}", "checkpoint not found"),
+        Case("app {corrupt}", "truncated or corrupt"),
+        Case("app {vae} --top 0", "--top must be at least 1 slider, got 0"),
+        Case("app {vae} --gallery -1", "--gallery must be 0 or more per-unit maps, got -1"),
+        Case("app {vae} --z {missing}", "--z file not found"),
+        Case("app {vae} --z {file}", "is not a latent vector saved by latentcam app"),
+        Case("app {vae} --layer encoder.blocks.9", "unknown layer"),
+        Case("app {vae} --method cam", "invalid choice: 'cam'"),
     ],
     "evaluate": [
         Case("evaluate {vae} --out {out}.json --layer encoder.blocks.9", "unknown layer"),

@@ -5,31 +5,41 @@ script from a CDN, no telemetry), it is a thin layer over latentcam's public Pyt
 the JSON API is visible and scriptable, and it is testable with FastAPI's TestClient.
 
 Endpoints (JSON unless said; pictures are PNG data URLs; every error is
-``{"error": message}`` with a 4xx status, 413 for an upload over the limit):
+``{"error": message}`` with a 4xx status: 400 for a bad value, 413 for an upload over the
+limit, 415 for an upload that is not ``application/octet-stream`` or ``image/*``, 422 for a
+body of the wrong shape):
 
 =========================  ================================================================
 ``GET /``                  the page (``static/index.html``); ``/static/*`` its JS and CSS
 ``GET /api/state``         model facts, state, image view and live view
 ``POST /api/image``        ``{"index": i}`` or ``{"random": true}``: a dataset image
-``POST /api/upload``       the raw bytes of an image file (``?name=face.jpg``)
+``POST /api/upload``       the raw bytes of an image file (``?name=face.jpg``), sent as
+                           ``application/octet-stream`` (or ``image/*``)
 ``POST /api/offset``       ``{"unit": k, "value": v}``: set one slider -> live view
 ``POST /api/unit``         ``{"unit": k}``: choose (and add) a unit -> live view
 ``POST /api/attribute``    ``{"name": "Smiling", "value": 1}`` (CVAE) -> live view
 ``POST /api/seg_class``    ``{"cls": c}`` (SegVAE) -> image view
 ``POST /api/reset``        offsets to zero, the image's own attributes -> state
-``POST /api/checkpoint``   ``{"path": ...}``: load another run; on error the current stays
+``POST /api/checkpoint``   ``{"path": ...}``: load another run; it replaces the current
+                           one only once its whole state is computed, else the current
+                           stays
 ``GET /api/z``             the latent vector as a JSON file (read back by ``--z``)
 ``POST /api/z``            a saved latent vector (JSON body) -> state
 ``GET /api/view.png``      the current view as one labelled PNG figure
 =========================  ================================================================
 
 Model work runs under one lock (uvicorn runs sync endpoints in a thread pool).
+
+A local server: requests whose ``Host`` header is not a loopback name (``127.0.0.1``,
+``localhost``, ``[::1]``) or the address it listens on are refused with 400 (Starlette's
+``TrustedHostMiddleware``), so that a web page elsewhere cannot reach it through DNS
+rebinding.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
+import ipaddress
 import logging
 import socket
 import threading
@@ -42,6 +52,7 @@ from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.trustedhost import TrustedHostMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
@@ -56,26 +67,61 @@ from latentcam.app.session import (
     UploadTooLarge,
 )
 from latentcam.errors import InputError, LatentcamError
+from latentcam.report.html import data_uri
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
-def data_url(png: bytes | None) -> str | None:
-    """PNG bytes as a ``data:image/png;base64,...`` URL (None stays None)."""
-    return None if png is None else "data:image/png;base64," + base64.b64encode(png).decode()
+#: Host names a local server always answers to.
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+#: Content types accepted by ``POST /api/upload`` (besides any ``image/*``).
+UPLOAD_TYPES = ("application/octet-stream",)
+
+
+class UnsupportedUpload(InputError):
+    """An upload sent with another content type (the server answers 415)."""
+
+
+def _uri(png: bytes | None) -> str | None:
+    """PNG bytes as a data URI (:func:`latentcam.report.html.data_uri`); None stays None."""
+    return None if png is None else data_uri(png)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address, IPv6 with or without brackets) is this
+    machine only."""
+    name = host.strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def allowed_hosts(host: str) -> list[str]:
+    """The ``Host`` header names the server answers to when it listens on ``host``: the
+    loopback names and ``host`` itself; for a wildcard address (``0.0.0.0``, ``::``) also
+    this machine's name (:func:`socket.gethostname`)."""
+    names = [*LOOPBACK_HOSTS, host.strip("[]")]
+    if host.strip("[]") in ("0.0.0.0", "::", ""):
+        names.append(socket.gethostname())
+    # Starlette compares the parsed host, which keeps an IPv6 address in brackets
+    bracketed = [f"[{n}]" for n in names if ":" in n]
+    return list(dict.fromkeys(n.lower() for n in [*names, *bracketed] if n))
 
 
 def live_json(view: LiveView, seconds: float) -> dict[str, Any]:
     return {
         "unit": view.unit,
         "offset": view.offset,
-        "decoded": data_url(view.decoded),
-        "unit_cam": data_url(view.unit_cam),
-        "effect": data_url(view.effect),
+        "decoded": _uri(view.decoded),
+        "unit_cam": _uri(view.unit_cam),
+        "effect": _uri(view.effect),
         "effect_max": view.effect_max,
-        "seg_overlay": data_url(view.seg_overlay),
+        "seg_overlay": _uri(view.seg_overlay),
         "server_ms": round(seconds * 1000.0, 2),
     }
 
@@ -83,11 +129,11 @@ def live_json(view: LiveView, seconds: float) -> dict[str, Any]:
 def image_json(view: ImageView) -> dict[str, Any]:
     return {
         "source": view.source,
-        "input": data_url(view.input),
-        "recon": data_url(view.recon),
-        "mean_cam": data_url(view.mean_cam),
-        "gallery": [{"unit": unit, "png": data_url(png)} for unit, png in view.gallery],
-        "seg_cam": data_url(view.seg_cam),
+        "input": _uri(view.input),
+        "recon": _uri(view.recon),
+        "mean_cam": _uri(view.mean_cam),
+        "gallery": [{"unit": unit, "png": _uri(png)} for unit, png in view.gallery],
+        "seg_cam": _uri(view.seg_cam),
     }
 
 
@@ -128,6 +174,7 @@ def create_app(
     data: str | Path | None = None,
     open_options: dict[str, Any] | None = None,
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    host: str = "127.0.0.1",
 ) -> FastAPI:
     """The FastAPI app serving the page and the JSON API over ``session``.
 
@@ -136,8 +183,19 @@ def create_app(
         data: the dataset a newly loaded checkpoint is opened with (None: its own).
         open_options: keyword arguments of :meth:`ExplorerSession.open` for a new checkpoint.
         max_upload_bytes: uploads above this many bytes are refused with 413.
+        host: the address the server listens on: requests are answered only for the
+            ``Host`` names of :func:`allowed_hosts`; a warning is logged when it is not a
+            loopback address (the page then answers other machines).
     """
     app = FastAPI(title="latentcam app", docs_url=None, redoc_url=None, openapi_url=None)
+    if not is_loopback(host):
+        log.warning(
+            "latentcam app listens on %s, which is not a loopback address: other machines "
+            "on the network can use the page (and load any checkpoint path it is given); "
+            "use --host 127.0.0.1 to keep it on this machine",
+            host,
+        )
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host))
     lock = threading.Lock()
     state: dict[str, ExplorerSession] = {"session": session}
     options = dict(open_options or {})
@@ -166,7 +224,11 @@ def create_app(
 
     @app.exception_handler(LatentcamError)
     async def _latentcam_error(request: Request, err: LatentcamError) -> JSONResponse:
-        status = 413 if isinstance(err, UploadTooLarge) else 400
+        status = 400
+        if isinstance(err, UploadTooLarge):
+            status = 413
+        elif isinstance(err, UnsupportedUpload):
+            status = 415
         return JSONResponse({"error": str(err)}, status_code=status)
 
     @app.exception_handler(RequestValidationError)
@@ -214,6 +276,12 @@ def create_app(
 
     @app.post("/api/upload")
     async def post_upload(request: Request, name: str = "upload") -> Any:
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind not in UPLOAD_TYPES and not kind.startswith("image/"):
+            raise UnsupportedUpload(
+                f"the upload '{name}' was sent as {kind or 'no content type'!r}; send the "
+                "file's bytes as application/octet-stream (or image/*)"
+            )
         declared = request.headers.get("content-length")
         too_large = UploadTooLarge(
             f"the upload '{name}' is larger than the limit of "
@@ -280,11 +348,13 @@ def create_app(
         path = choice.path.strip()
         if not path:
             raise InputError("give the path of a run folder or a .ckpt file")
-        # load outside the lock: the current model keeps serving meanwhile
+        # load and compute the whole state of the new session outside the lock (the current
+        # one keeps serving meanwhile); swap only when all of it worked
         new = ExplorerSession.open(path, data=data, **options)
+        shown = full_state(new)
         with lock:
             state["session"] = new
-            return full_state(new)
+        return shown
 
     @app.get("/api/z")
     def get_z() -> JSONResponse:

@@ -7,7 +7,8 @@ Maps in Generative Models"; a unit nudged by 0.1 ... 0.9 with its heatmap), done
   loaders' :func:`latentcam.data.imageio.load_image`), its posterior mean mu(x), its
   reconstruction decode(mu), the Grad-CAM map of every latent unit (Liu et al., CVPR 2020)
   and their mean;
-- the explored latent z = mu(x) + offsets, offsets (K,) set by sliders; decode(z) (a CVAE
+- the explored latent z = base + offsets, offsets (K,) set by sliders, base = mu(x) (after
+  loading a saved z: its z - offsets; Reset goes back to mu(x)); decode(z) (a CVAE
   decodes with the current attribute vector, whose toggles flip attributes); for the chosen
   unit k, its Grad-CAM map on the decoded image re-encoded (the paper's "heatmap for each
   iteration") and its effect map |decode(z + d e_k) - decode(z - d e_k)|
@@ -26,7 +27,7 @@ The latent vector is saved as JSON (:meth:`ExplorerSession.z_record`, read back 
       "run": "runs/vae64",            # the run (or checkpoint) it was explored on
       "model": "vae",                 # model kind: vae | cvae | segvae
       "latent_dim": 100,              # K
-      "z": [ ... K floats ... ],      # the decoded latent, z = mu + offsets
+      "z": [ ... K floats ... ],      # the decoded latent, z = base + offsets
       "cond": [ ... 40 ... ] | null,  # the CVAE attribute vector in [0, 1], else null
       "offsets": [ ... K floats ... ] # the slider offsets (0 where untouched)
     }
@@ -47,17 +48,31 @@ import numpy as np
 import torch
 from PIL import Image
 
+from latentcam.config import MODEL_KINDS
 from latentcam.data.classes import ATTRIBUTE_IDS, ATTRIBUTE_NAMES, PART_NAMES
 from latentcam.data.imageio import BadFile, load_image
 from latentcam.errors import DataError, InputError
-from latentcam.explain.cam import compute_cams, latent_cams, normalise, upsample
+from latentcam.explain.cam import (
+    METHODS,
+    compute_cams,
+    latent_cams,
+    normalise,
+    resolve_layer,
+    upsample,
+)
 from latentcam.explain.metrics import rank_units
 from latentcam.explain.targets import SegClass
 from latentcam.explain.traversal import PAPER_STEPS, effect_maps
-from latentcam.generate import as_pictures, colorize_labels
+from latentcam.generate import as_pictures, attribute_vector, colorize_labels
 from latentcam.models.base import Decoded
 from latentcam.models.segvae import predicted_labels
-from latentcam.report.figures import colorize, overlay, panel_grid, to_uint8_hwc
+from latentcam.report.figures import (
+    colorize,
+    figure_png_bytes,
+    overlay,
+    panel_grid,
+    to_uint8_hwc,
+)
 from latentcam.training.checkpoint import LoadedRun
 from latentcam.training.losses import kl_per_unit
 
@@ -89,7 +104,7 @@ class LiveView(NamedTuple):
         offset: its offset.
         decoded: decode(z), the image (or a SegVAE's coloured predicted mask).
         unit_cam: unit k's Grad-CAM map on decode(z) re-encoded, over decode(z) (for a model
-            that decodes no image: on the input image).
+            that decodes no image: on the input image; ``info()["unit_cam_on"]`` says which).
         effect: |decode(z + d e_k) - decode(z - d e_k)|, normalised, colour map "magma".
         effect_max: the largest value of the effect map before normalisation (image units).
         seg_overlay: SegVAE: the predicted part mask of decode(z) over the input, else None.
@@ -137,6 +152,15 @@ def heat_overlay(picture: Tensor, maps: Tensor) -> np.ndarray:
     height, width = int(picture.shape[-2]), int(picture.shape[-1])
     heat = normalise(upsample(maps.detach().float(), (height, width)), per="map")
     return overlay(picture, heat.cpu(), alpha=OVERLAY_ALPHA)
+
+
+def mask_overlay(picture: Tensor, seg_logits: Tensor) -> np.ndarray:
+    """The predicted part mask of ``seg_logits`` (B, P, H, W), coloured by
+    :func:`latentcam.generate.colorize_labels`, blended over ``picture`` (1 or B, 3, H, W) in
+    [0, 1] with opacity :data:`OVERLAY_ALPHA` -> uint8 (B, H, W, 3)."""
+    labels = predicted_labels(seg_logits)
+    colours = colorize_labels(labels, num_classes=max(2, int(seg_logits.shape[1])))
+    return overlay(picture, to_uint8_hwc(colours), alpha=OVERLAY_ALPHA)
 
 
 class _NamedBytes(io.BytesIO):
@@ -233,6 +257,11 @@ def check_z_record(record: Any, where: str = "latent vector") -> dict[str, Any]:
         raise InputError(
             f'{where} is not a latent vector saved by latentcam app (no "format": "{Z_FORMAT}")'
         )
+    if record.get("model") not in MODEL_KINDS:
+        raise InputError(
+            f"{where}: 'model' must be one of {', '.join(MODEL_KINDS)}, got "
+            f"{record.get('model')!r}; save the vector again from the page"
+        )
     latent_dim = record.get("latent_dim")
     if not isinstance(latent_dim, int) or latent_dim < 1:
         raise InputError(f"{where}: 'latent_dim' must be a positive integer")
@@ -252,12 +281,17 @@ class ExplorerSession:
         attrs: float32 (N, 40) in {0, 1}, their attributes (a CVAE's condition; ignored by
             other models), or None.
         source: a readable name of the run (for the page and the saved vector).
-        top: number of sliders (the top units of the ranking).
-        gallery: number of per-unit maps in the gallery.
-        layer: explanation layer (default: the model's last encoder conv).
+        top: number of sliders (the top units of the ranking), at least 1.
+        gallery: number of per-unit maps in the gallery, at least 0.
+        layer: explanation layer (default: the model's last encoder conv); checked here.
         method: CAM method (see :data:`latentcam.explain.cam.METHODS`).
         delta: the step d of the effect map, in latent units.
         seed: seed of "random image".
+
+    Raises:
+        InputError: bad ``images``, ``top``, ``gallery``, ``method`` or an unknown ``layer``
+            (the message lists close matches).
+        DataError: a CVAE without attributes.
 
     The significance ranking is the KL ranking (:func:`latentcam.explain.metrics.rank_units`
     of :func:`latentcam.training.losses.kl_per_unit` over ``images``), the ``by_kl`` ranking
@@ -282,6 +316,10 @@ class ExplorerSession:
             raise InputError(f"images must be (N, 3, H, W) with N >= 1, got {tuple(images.shape)}")
         if top < 1:
             raise InputError(f"top must be at least 1 slider, got {top}")
+        if gallery < 0:
+            raise InputError(f"gallery must be 0 or more per-unit maps, got {gallery}")
+        if method not in METHODS:
+            raise InputError(f"unknown CAM method '{method}'; choose one of: {', '.join(METHODS)}")
         self.run = run
         self.model = run.model.eval()
         self.kind = run.config.model.kind
@@ -295,7 +333,7 @@ class ExplorerSession:
                 "come without attributes; use a dataset with attributes"
             )
         self.source = source or str(run.run_dir or run.checkpoint_path)
-        self.layer = layer
+        self.layer, _ = resolve_layer(self.model, layer)  # an unknown name fails here
         self.method = method
         self.delta = float(delta)
         self._rng = random.Random(seed)
@@ -373,8 +411,11 @@ class ExplorerSession:
             "steps": list(PAPER_STEPS),
             "offset_limit": OFFSET_LIMIT,
             "delta": self.delta,
-            "layer": self.layer or getattr(self.model, "explain_layer", ""),
+            "layer": self.layer,
             "method": self.method,
+            # where the chosen unit's map is computed: "decoded" (decode(z) re-encoded) or
+            # "input" (a SegVAE that decodes no image)
+            "unit_cam_on": "input" if self._no_image() else "decoded",
         }
 
     # ------------------------------------------------------------------ image choice
@@ -386,7 +427,8 @@ class ExplorerSession:
         self.image_source = source
         with torch.no_grad():
             mu, _ = self.model.encode(self.image, self.image_cond)
-        self.base = mu  # (1, K): z = base + offsets
+        self.mu = mu  # (1, K): the posterior mean of the input; the reconstruction decodes it
+        self.base = mu.clone()  # (1, K): z = base + offsets; mu, or z - offsets of a loaded z
         self.offsets = torch.zeros(self.latent_dim, device=self.device)
         self._input_cams: Tensor | None = None
 
@@ -420,9 +462,7 @@ class ExplorerSession:
         image = image_from_bytes(data, int(self.images.shape[-1]), name)
         cond = None
         if self.model.cond_dim > 0:
-            means = self.run.attr_means
-            vector = means if means is not None else torch.zeros(len(ATTRIBUTE_NAMES))
-            cond = vector.float().to(self.device)[None]
+            cond = attribute_vector(None, base=self.run.attr_means).to(self.device)[None]
         self._set_image(image, cond, f"upload {name}")
         self.index = None
 
@@ -442,13 +482,19 @@ class ExplorerSession:
             self.units.append(unit)
 
     def set_offset(self, unit: int, value: float) -> None:
-        """Set the offset of ``unit`` (and choose it): z_unit = mu_unit + value."""
-        self.select_unit(unit)
+        """Set the offset of ``unit`` (and choose it): z_unit = base_unit + value.
+
+        Raises:
+            InputError: a unit out of range or a value that is not finite or beyond
+                +-:data:`OFFSET_LIMIT`; the state is then unchanged.
+        """
+        self._check_unit(unit)
         if not math.isfinite(value) or abs(value) > OFFSET_LIMIT:
             raise InputError(
                 f"offset {value} of unit {unit} must be a finite number in "
                 f"[-{OFFSET_LIMIT:g}, {OFFSET_LIMIT:g}]"
             )
+        self.select_unit(unit)
         self.offsets[unit] = float(value)
 
     def set_attribute(self, name: str, value: float) -> None:
@@ -472,14 +518,16 @@ class ExplorerSession:
         self.seg_class = cls
 
     def reset(self) -> None:
-        """Offsets to zero and the condition back to the image's own."""
+        """Back to the input: z = mu(x) (also after a loaded z), offsets zero, the condition
+        the image's own."""
+        self.base = self.mu.clone()
         self.offsets.zero_()
         self.cond = None if self.image_cond is None else self.image_cond.clone()
 
     # ------------------------------------------------------------------ computations
 
     def z(self) -> Tensor:
-        """The explored latent (1, K): mu(x) + offsets."""
+        """The explored latent (1, K): base + offsets (base = mu(x) unless a z was loaded)."""
         return self.base + self.offsets[None]
 
     @torch.no_grad()
@@ -489,8 +537,8 @@ class ExplorerSession:
 
     @torch.no_grad()
     def reconstruction(self) -> Decoded:
-        """decode(mu(x)) with the image's own condition."""
-        return self.model.decode(self.base, self.image_cond)
+        """decode(mu(x)) with the image's own condition (also after a loaded z)."""
+        return self.model.decode(self.mu, self.image_cond)
 
     def input_cams(self) -> Tensor:
         """Grad-CAM maps of all K units on the input, (1, K, h, w), unnormalised (cached)."""
@@ -550,7 +598,7 @@ class ExplorerSession:
         effect_png = png_bytes(colorize(normalise(effect, per="map")[0].cpu(), cmap="magma"))
         seg_overlay = None
         if decoded.seg_logits is not None:
-            seg_overlay = png_bytes(self._mask_overlay(decoded.seg_logits)[0])
+            seg_overlay = png_bytes(mask_overlay(self.image, decoded.seg_logits)[0])
         return LiveView(
             unit=self.unit,
             offset=float(self.offsets[self.unit]),
@@ -561,20 +609,10 @@ class ExplorerSession:
             seg_overlay=seg_overlay,
         )
 
-    def _mask_overlay(self, seg_logits: Tensor) -> np.ndarray:
-        labels = predicted_labels(seg_logits)
-        colours = colorize_labels(labels, num_classes=max(2, seg_logits.shape[1]))
-        base = to_uint8_hwc(self.image).astype(np.float32)
-        mask = to_uint8_hwc(colours).astype(np.float32)
-        return (base * (1 - OVERLAY_ALPHA) + mask * OVERLAY_ALPHA + 0.5).astype(np.uint8)
-
     def image_view(self) -> ImageView:
         """The input, its reconstruction, the averaged map and the gallery, as PNG bytes."""
         cams = self.input_cams()  # (1, K, h, w)
-        shown = self.ranking[: self.gallery_size]
-        tiles = heat_overlay(
-            self.image.expand(len(shown), -1, -1, -1), cams[0, shown]
-        )  # (G, H, W, 3)
+        shown, tiles = self._gallery_tiles(cams)
         return ImageView(
             source=self.image_source,
             input=png_bytes(to_uint8_hwc(self.image)[0]),
@@ -586,13 +624,30 @@ class ExplorerSession:
             else None,
         )
 
-    def figure_png(self) -> bytes:
-        """The current view as one labelled PNG figure (report.figures.panel_grid)."""
+    def _gallery_tiles(self, cams: Tensor) -> tuple[list[int], np.ndarray]:
+        """The gallery: the first ``gallery`` units of the ranking and their maps (from
+        ``cams`` (1, K, h, w)) over the input, uint8 (G, H, W, 3)."""
+        shown = self.ranking[: self.gallery_size]
+        if not shown:
+            height, width = int(self.image.shape[-2]), int(self.image.shape[-1])
+            return shown, np.zeros((0, height, width, 3), np.uint8)
+        tiles = heat_overlay(self.image.expand(len(shown), -1, -1, -1), cams[0, shown])
+        return shown, tiles
+
+    def figure(self) -> Any:
+        """The current view as one labelled matplotlib figure
+        (:func:`latentcam.report.figures.panel_grid`).
+
+        Row 1: input, reconstruction, mean Grad-CAM, decoded z, the chosen unit's Grad-CAM,
+        its effect map (SegVAE: and the predicted parts, the Seg-Grad-CAM map). Then the
+        gallery, as many tiles per row as row 1 has panels, each marked with its unit.
+        """
         cams = self.input_cams()
         decoded = self.decode()
         picture = as_pictures(decoded)
         explained, cam = self.unit_cam(picture)
         effect = normalise(self.unit_effect(), per="map")
+        where = "input" if self._no_image() else "re-encoded"
         cells = [
             to_uint8_hwc(self.image)[0],
             to_uint8_hwc(as_pictures(self.reconstruction()))[0],
@@ -606,21 +661,42 @@ class ExplorerSession:
             "reconstruction",
             "mean Grad-CAM",
             f"decoded (z{self.unit}{float(self.offsets[self.unit]):+.2f})",
-            f"Grad-CAM unit {self.unit}",
+            f"Grad-CAM unit {self.unit} ({where})",
             f"effect unit {self.unit} (d={self.delta:g})",
         ]
         if decoded.seg_logits is not None:
-            cells.append(self._mask_overlay(decoded.seg_logits)[0])
+            cells.append(mask_overlay(self.image, decoded.seg_logits)[0])
             labels.append("predicted parts")
             cells.append(heat_overlay(self.image, self.seg_cam())[0])
             labels.append(f"Seg-Grad-CAM {self.seg_classes[self.seg_class]}")
-        fig = panel_grid([cells], col_labels=labels, title=f"{self.source}: {self.image_source}")
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-        import matplotlib.pyplot as plt
+        columns = len(cells)
+        shown, tiles = self._gallery_tiles(cams)
+        rows = [cells] + [list(tiles[i : i + columns]) for i in range(0, len(shown), columns)]
+        row_labels = ["view"] + ["gallery"] * (len(rows) - 1)
+        fig = panel_grid(
+            rows,
+            col_labels=labels,
+            row_labels=row_labels if len(rows) > 1 else None,
+            title=f"{self.source}: {self.image_source}",
+        )
+        axes = fig.axes  # row-major, as panel_grid made them (the colour bar comes last)
+        for i, unit in enumerate(shown):
+            ax = axes[columns * (1 + i // columns) + i % columns]
+            ax.text(
+                1,
+                1,
+                f"z{unit}",
+                color="white",
+                fontsize=7,
+                va="top",
+                ha="left",
+                bbox={"facecolor": "black", "alpha": 0.5, "pad": 1, "edgecolor": "none"},
+            )
+        return fig
 
-        plt.close(fig)
-        return buffer.getvalue()
+    def figure_png(self) -> bytes:
+        """The current view (:meth:`figure`) as PNG bytes."""
+        return figure_png_bytes(self.figure())
 
     # ------------------------------------------------------------------ latent vector
 
@@ -639,14 +715,15 @@ class ExplorerSession:
     def apply_z(self, record: Mapping[str, Any], where: str = "latent vector") -> None:
         """Start from a saved latent vector: z and offsets (and a CVAE's condition) as saved.
 
-        The input image stays; mu is replaced by ``z - offsets`` so that decode(z) is the
-        saved one and the sliders show the saved offsets.
+        The input image and mu(x) stay (the reconstruction is still decode(mu)); the base of
+        z becomes ``z - offsets``, so that decode(z) is the saved one and the sliders show the
+        saved offsets. :meth:`reset` goes back to z = mu(x).
 
         Raises:
             InputError: a malformed record, or one of another model kind or latent size.
         """
         check_z_record(dict(record), where)
-        if record.get("model") not in (None, self.kind):
+        if record["model"] != self.kind:
             raise InputError(
                 f"{where} was saved from a {record.get('model')} model; this run is a {self.kind}"
             )

@@ -31,7 +31,10 @@ def register(subparsers: Any) -> None:
         "--data", metavar="PATH", help="dataset folder or 'synth' (default: the run's own data)"
     )
     p.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; anything but a loopback address lets other machines use "
+        "the page (a warning is logged) (default: %(default)s)",
     )
     p.add_argument(
         "--port", type=int, default=8765, help="port; 0 picks a free one (default: %(default)s)"
@@ -81,7 +84,10 @@ def run_app(args: argparse.Namespace) -> int:
 
     if args.threads < 1:
         raise InputError(f"--threads must be at least 1, got {args.threads}")
-    torch.set_num_threads(args.threads)
+    if args.top < 1:
+        raise InputError(f"--top must be at least 1 slider, got {args.top}")
+    if args.gallery < 0:
+        raise InputError(f"--gallery must be 0 or more per-unit maps, got {args.gallery}")
     record = read_z_file(args.z) if args.z else None  # a bad file fails before the model loads
     options = {
         "n": args.n,
@@ -95,7 +101,8 @@ def run_app(args: argparse.Namespace) -> int:
     if record is not None:
         session.apply_z(record, args.z)
     sock = bind_socket(args.host, args.port)
-    app = create_app(session, data=args.data, open_options=options)
+    torch.set_num_threads(args.threads)  # serving only: a failure above leaves it as it was
+    app = create_app(session, data=args.data, open_options=options, host=args.host)
     print(f"latentcam app: serving {args.run} at {server_url(sock)} (Ctrl+C to stop)", flush=True)
     asyncio.run(make_server(app).serve(sockets=[sock]))
     return 0

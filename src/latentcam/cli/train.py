@@ -240,15 +240,23 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def _decode_saved_z(args: argparse.Namespace, run: Any) -> int:
-    """``sample --z FILE``: decode a latent vector saved by the app into DIR/samples.png."""
+    """``sample --z FILE``: decode a latent vector saved by ``latentcam app`` into
+    ``DIR/decoded.png`` (a CVAE decodes with the saved condition, else the training
+    attribute means; a mask-only SegVAE's picture is its coloured predicted mask)."""
     import torch
 
     from latentcam.app.session import read_z_file
-    from latentcam.generate import as_pictures
+    from latentcam.generate import as_pictures, attribute_vector
     from latentcam.io import ensure_dir
     from latentcam.report.figures import save_png, to_uint8_hwc
 
     record = read_z_file(args.z)
+    kind = run.config.model.kind
+    if record["model"] != kind:
+        raise InputError(
+            f"--z {args.z} was saved from a {record['model']} model but {args.run} is a "
+            f"{kind}; save the vector from a page showing this run"
+        )
     model = run.model.eval()
     if record["latent_dim"] != model.latent_dim:
         raise InputError(
@@ -258,14 +266,12 @@ def _decode_saved_z(args: argparse.Namespace, run: Any) -> int:
     z = torch.tensor(record["z"], dtype=torch.float32)[None]
     cond = None
     if model.cond_dim > 0:
-        values = record.get("cond") or (
-            run.attr_means.tolist() if run.attr_means is not None else None
-        )
+        saved = record.get("cond")
         cond = (
-            torch.tensor(values, dtype=torch.float32)[None]
-            if values
-            else torch.zeros(1, model.cond_dim)
-        )
+            torch.tensor(saved, dtype=torch.float32)
+            if saved is not None
+            else attribute_vector(None, base=run.attr_means)
+        )[None]
     with torch.no_grad():
         images = as_pictures(model.decode(z, cond))
     out = ensure_dir(args.out)

@@ -65,9 +65,15 @@ def overlay(
     alpha: float = 0.5,
     cmap: str = "jet",
 ) -> np.ndarray:
-    """Blend heatmaps (N, H, W) in [0, 1] over images; returns uint8 (N, H, W, 3)."""
+    """Blend heatmaps (N, H, W) in [0, 1], drawn with ``cmap``, over images; returns uint8
+    (N, H, W, 3). ``heat`` may also be an RGB layer already: uint8 (N, H, W, 3) (e.g. a
+    coloured part mask), blended as it is."""
     base = to_uint8_hwc(images).astype(np.float32)
-    colour = colorize(heat, cmap).astype(np.float32)
+    layer = heat.detach().cpu().numpy() if isinstance(heat, torch.Tensor) else np.asarray(heat)
+    if layer.dtype == np.uint8 and layer.shape[-1] == 3:
+        colour = layer.astype(np.float32)
+    else:
+        colour = colorize(layer, cmap).astype(np.float32)
     if colour.ndim == 3:
         colour = colour[None]
     return (base * (1.0 - alpha) + colour * alpha + 0.5).astype(np.uint8)
@@ -79,6 +85,20 @@ def save_png(path: str | Path, image: np.ndarray) -> Path:
     with atomic_path(path) as tmp:
         Image.fromarray(np.asarray(image)).save(tmp, format="PNG")
     return path
+
+
+def figure_png_bytes(fig: matplotlib.figure.Figure, dpi: int = 120) -> bytes:
+    """A matplotlib figure as PNG bytes (tight bounding box); the figure is closed."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return buffer.getvalue()
 
 
 def save_figure(fig: matplotlib.figure.Figure, path: str | Path, dpi: int = 120) -> Path:

@@ -1,6 +1,8 @@
 // latentcam explorer: a thin page over the JSON API of latentcam.app.server.
 // No framework, nothing from the network. window.__latencies holds the time from each
 // slider input event to the new decoded image being shown (ms), for the benchmark.
+// Every request goes through one queue (`run`): one at a time, in the order asked, so a
+// reply can never be overtaken by the reply to an older request.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -20,7 +22,8 @@ function clearError() {
   $("error").textContent = "";
 }
 
-async function api(method, path, body, headers) {
+// The response to a request; throws the server's {"error": ...} message on a 4xx/5xx.
+async function request(method, path, body, headers) {
   const options = { method: method, headers: headers || {} };
   if (body !== undefined) {
     if (body instanceof Blob || typeof body === "string") {
@@ -36,17 +39,36 @@ async function api(method, path, body, headers) {
   } catch (err) {
     throw new Error("the server cannot be reached (" + err.message + ")");
   }
-  let payload = null;
-  try {
-    payload = await response.json();
-  } catch (err) {
-    payload = null;
-  }
   if (!response.ok) {
-    const message = payload && payload.error ? payload.error : response.status + " " + response.statusText;
+    let message = response.status + " " + response.statusText;
+    try {
+      const payload = await response.json();
+      if (payload && payload.error) message = payload.error;
+    } catch (err) {
+      /* not JSON: keep the status line */
+    }
     throw new Error(message);
   }
-  return payload;
+  return response;
+}
+
+async function api(method, path, body, headers) {
+  const response = await request(method, path, body, headers);
+  return response.json();
+}
+
+// "Save view" / "Save z": fetched (so that an error is shown, not saved as a file), then
+// saved from a Blob through an object URL.
+async function saveFile(path, filename) {
+  const blob = await (await request("GET", path)).blob();
+  const url = URL.createObjectURL(blob);
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = filename;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
 }
 
 async function setImg(el, src) {
@@ -176,7 +198,8 @@ async function renderImage(image) {
 
 async function renderLive(live) {
   $("cap-decoded").textContent = `decoded: z${live.unit} ${live.offset >= 0 ? "+" : ""}${live.offset.toFixed(2)}`;
-  $("cap-unitcam").textContent = `Grad-CAM z${live.unit} (re-encoded)`;
+  const where = info && info.unit_cam_on === "input" ? "on the input" : "re-encoded";
+  $("cap-unitcam").textContent = `Grad-CAM z${live.unit} (${where})`;
   $("cap-effect").textContent = `effect z${live.unit} ±${info ? info.delta : ""} (max ${live.effect_max.toFixed(3)})`;
   await Promise.all([
     setImg($("img-decoded"), live.decoded),
@@ -193,61 +216,61 @@ async function renderState(state) {
   await renderLive(state.live);
 }
 
-async function run(action) {
-  try {
-    clearError();
-    await action();
-  } catch (err) {
-    showError(err.message);
-  }
+// ------------------------------------------------------------------ the request queue
+
+let tail = Promise.resolve();
+
+// Run `action` (which makes requests and renders their replies) after every action asked
+// before it has finished; its error is shown. Resolves when it is done.
+function run(action) {
+  const done = tail.then(async () => {
+    try {
+      clearError();
+      await action();
+    } catch (err) {
+      showError(err.message);
+    }
+  });
+  tail = done;
+  return done;
 }
 
 // ------------------------------------------------------------------ slider moves
-// One request at a time; a move made while one is in flight replaces any queued move.
+// A move made while the queue is busy replaces the move still waiting in it (if any).
 
-let pending = null;
-let busy = false;
+let pendingMove = null;
 let playing = false;
 
 function onSlider(unit, value) {
-  pending = { unit: unit, value: value, t0: performance.now() };
-  pump();
-}
-
-async function pump() {
-  if (busy || !pending) return;
-  busy = true;
-  const move = pending;
-  pending = null;
-  try {
+  const waiting = pendingMove !== null;
+  pendingMove = { unit: unit, value: value, t0: performance.now() };
+  if (waiting) return;
+  run(async () => {
+    const move = pendingMove;
+    pendingMove = null;
     await sendMove(move);
-  } finally {
-    busy = false;
-    if (pending) pump();
-  }
-}
-
-async function sendMove(move) {
-  await run(async () => {
-    const result = await api("POST", "/api/offset", { unit: move.unit, value: move.value });
-    renderInfo(result.info);
-    await renderLive(result.live);
-    const ms = performance.now() - move.t0;
-    window.__latencies.push(ms);
-    $("latency").textContent = `last update ${ms.toFixed(0)} ms (server ${result.live.server_ms.toFixed(0)} ms)`;
   });
 }
 
-async function chooseUnit(unit) {
-  await run(async () => {
+async function sendMove(move) {
+  const result = await api("POST", "/api/offset", { unit: move.unit, value: move.value });
+  renderInfo(result.info);
+  await renderLive(result.live);
+  const ms = performance.now() - move.t0;
+  window.__latencies.push(ms);
+  $("latency").textContent = `last update ${ms.toFixed(0)} ms (server ${result.live.server_ms.toFixed(0)} ms)`;
+}
+
+function chooseUnit(unit) {
+  return run(async () => {
     const result = await api("POST", "/api/unit", { unit: unit });
     renderInfo(result.info);
     await renderLive(result.live);
   });
 }
 
-async function toggleAttribute(name, on) {
-  await run(async () => {
+function toggleAttribute(name, on) {
+  return run(async () => {
     const result = await api("POST", "/api/attribute", { name: name, value: on ? 1 : 0 });
     renderInfo(result.info);
     await renderLive(result.live);
@@ -259,18 +282,37 @@ async function play() {
   playing = true;
   $("play").disabled = true;
   const unit = info.unit;
-  const slider = $(`slider-${unit}`);
   try {
     for (const step of info.steps) {
-      if (slider) slider.value = step;
-      await sendMove({ unit: unit, value: step, t0: performance.now() });
-      if (!$("error").hidden) break;
+      let failed = false;
+      await run(async () => {
+        const slider = $(`slider-${unit}`);
+        if (slider) slider.value = step;
+        try {
+          await sendMove({ unit: unit, value: step, t0: performance.now() });
+        } catch (err) {
+          failed = true;
+          throw err;
+        }
+      });
+      if (failed) break;
       await new Promise((resolve) => setTimeout(resolve, 150));
     }
   } finally {
     playing = false;
     $("play").disabled = false;
   }
+}
+
+// A file input fires "change" only when the chosen file changes: clear it after each use,
+// so that choosing the same file again works.
+function readFileInput(id, action) {
+  const input = $(id);
+  input.addEventListener("change", () => {
+    const file = input.files[0];
+    input.value = "";
+    if (file) run(() => action(file));
+  });
 }
 
 // ------------------------------------------------------------------ wiring
@@ -285,18 +327,14 @@ $("img-random").addEventListener("click", () =>
     await renderState(state);
   })
 );
-$("upload").addEventListener("change", () =>
-  run(async () => {
-    const file = $("upload").files[0];
-    if (!file) return;
-    const limit = info ? info.max_upload_bytes : Infinity;
-    if (file.size > limit) {
-      throw new Error(`the upload '${file.name}' has ${(file.size / 1048576).toFixed(1)} MB; the limit is ${limit / 1048576} MB: upload a smaller image`);
-    }
-    const path = "/api/upload?name=" + encodeURIComponent(file.name);
-    await renderState(await api("POST", path, file, { "Content-Type": "application/octet-stream" }));
-  })
-);
+readFileInput("upload", async (file) => {
+  const limit = info ? info.max_upload_bytes : Infinity;
+  if (file.size > limit) {
+    throw new Error(`the upload '${file.name}' has ${(file.size / 1048576).toFixed(1)} MB; the limit is ${limit / 1048576} MB: upload a smaller image`);
+  }
+  const path = "/api/upload?name=" + encodeURIComponent(file.name);
+  await renderState(await api("POST", path, file, { "Content-Type": "application/octet-stream" }));
+});
 $("add-unit-btn").addEventListener("click", () => chooseUnit(Number($("add-unit").value)));
 $("play").addEventListener("click", play);
 $("reset").addEventListener("click", () => run(async () => renderState(await api("POST", "/api/reset"))));
@@ -307,19 +345,17 @@ $("seg-class").addEventListener("change", () =>
     await renderImage(result.image);
   })
 );
-$("load-z").addEventListener("change", () =>
-  run(async () => {
-    const file = $("load-z").files[0];
-    if (!file) return;
-    let record;
-    try {
-      record = JSON.parse(await file.text());
-    } catch (err) {
-      throw new Error(`${file.name} is not JSON: ${err.message}`);
-    }
-    await renderState(await api("POST", "/api/z", record));
-  })
-);
+readFileInput("load-z", async (file) => {
+  let record;
+  try {
+    record = JSON.parse(await file.text());
+  } catch (err) {
+    throw new Error(`${file.name} is not JSON: ${err.message}`);
+  }
+  await renderState(await api("POST", "/api/z", record));
+});
+$("save-view").addEventListener("click", () => run(() => saveFile("/api/view.png", "latentcam_view.png")));
+$("save-z").addEventListener("click", () => run(() => saveFile("/api/z", "latent.json")));
 $("ckpt-form").addEventListener("submit", (event) => {
   event.preventDefault();
   run(async () => {

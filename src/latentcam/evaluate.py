@@ -17,6 +17,22 @@ and returns one JSON-ready dict. Its sections (keys) are:
     game (Zhang et al. 2016) and its chance level (the region's area share), and the agreement
     between the Grad-CAM map and the effect map (Spearman rank correlation over pixels; IoU of
     their top 10% pixels). Per unit for the top units by KL, and means over the active units.
+    With several layers/methods (``layers=``, ``methods=``), ``localisation.comparison`` has
+    one row per (layer, method) (layers may include ``"fusion"``; the paper's layer is always
+    included) with ``layer, method, map_size, energy_in_part, pointing_game, chance,
+    spearman_cam_effect, top10_iou_cam_effect, spearman_cam_decoder`` (means over the active
+    units, null when not computable); ``localisation.auto`` = ``{layer, method, reason,
+    scores}`` when "auto" was asked (:mod:`latentcam.explain.layers`); ``paper_layer`` names
+    the model's own layer. ``layers`` keeps one entry per explained layer (method ``method``).
+``decoder``
+    Decoder-side explanations (:mod:`latentcam.explain.decoder`) of the active units: the exact
+    gradient map ||d decode(mu) / d z_k|| per unit; ``unit_part_decoder`` and
+    ``unit_part_encoder`` (share of each unit's map mass per region, rows = ``units``, columns
+    = ``regions``; encoder = Grad-CAM at ``encoder_layer``, the paper's), ``matrix_agreement``
+    (Pearson of the two row-normalised matrices), ``matrix_agreement_centred`` (the same after
+    removing each region's mean share over units, i.e. the area effect),
+    ``spearman_cam_decoder`` per unit and its mean, ``units_per_part`` (region -> the 5 units
+    with the most decoder mass per area there: "which units drive this part"), ``exact``.
 ``ranking``
     Units ranked by KL, by effect size (mean |effect|), and by a linear probe on mu per
     attribute (single-unit AUROC on held-out images), with the top units per attribute: the
@@ -24,7 +40,8 @@ and returns one JSON-ready dict. Its sections (keys) are:
 ``disentanglement`` (synthetic faces, whose factors are known)
     MIG (Chen et al. 2018) and DCI (Eastwood & Williams 2018) as in disentanglement_lib, the
     best unit per factor (highest mutual information), and whether that unit's Grad-CAM map
-    lands on the region the factor moves.
+    lands on the region the factor moves (at the paper's layer; ``per_layer`` at every
+    explained layer).
 ``sanity``
     Adebayo et al. 2018's cascading randomisation: the encoder's layers are re-initialised from
     the top down and the mean rank correlation of the maps with the trained maps is reported
@@ -54,7 +71,14 @@ import torch.nn.functional as F
 from latentcam.data.classes import ATTRIBUTE_NAMES, PART_NAMES, REGIONS
 from latentcam.errors import InputError
 from latentcam.explain import metrics as M
-from latentcam.explain.cam import compute_cams, latent_cams, resolve_layer, upsample
+from latentcam.explain.cam import METHODS, compute_cams, latent_cams, upsample
+from latentcam.explain.decoder import (
+    decoder_jacobian,
+    map_agreement,
+    matrix_agreement,
+    part_matrix,
+    units_for_part,
+)
 from latentcam.explain.disentangle import (
     best_unit_per_factor,
     dci,
@@ -62,10 +86,21 @@ from latentcam.explain.disentangle import (
     probe_units,
     top_units_per_attribute,
 )
+from latentcam.explain.layers import (
+    FUSION,
+    SCORE_KEYS,
+    CamBank,
+    auto_candidates,
+    compare_layers,
+    encoder_blocks,
+    localisation_scores,
+    mean_finite,
+    parse_layers,
+    pick_best,
+)
 from latentcam.explain.targets import SegClass
 from latentcam.explain.traversal import effect_maps
 from latentcam.io import ensure_dir, write_json
-from latentcam.models.base import GenerativeModel
 from latentcam.models.segvae import predicted_labels
 from latentcam.runs import RunData, open_run_data
 from latentcam.training.losses import kl_per_unit
@@ -85,71 +120,15 @@ HEADLINE_ATTRIBUTES = (
 )
 
 
-def _layers(model: torch.nn.Module, layers: Sequence[str] | str | None) -> list[str]:
-    if layers is None or layers == "default":
-        return [model.explain_layer]  # type: ignore[list-item]
-    if isinstance(layers, str):
-        layers = [layers]
-    if list(layers) == ["all"]:
-        return list(model.encoder_layers())  # type: ignore[operator]
-    return list(layers)
-
-
-def _cam_maps(
-    model: torch.nn.Module,
-    images: torch.Tensor,
-    cond: torch.Tensor | None,
-    units: Sequence[int],
-    layer: str,
-    method: str,
-    chunk: int = 16,
-) -> torch.Tensor:
-    """Grad-CAM maps of ``units`` at image resolution: float (N, K', H, W), on the CPU."""
-    H = images.shape[-1]
-    out = []
-    for s in range(0, images.shape[0], chunk):
-        c = None if cond is None else cond[s : s + chunk]
-        res = latent_cams(
-            model, images[s : s + chunk], cond=c, units=list(units), layer=layer, method=method
-        )
-        out.append(upsample(res.maps, H).cpu())
-    return torch.cat(out)
-
-
 def _mean(t: torch.Tensor) -> float:
-    t = t.float()
-    t = t[~t.isnan()]
-    return float(t.mean()) if t.numel() else float("nan")
+    return mean_finite(t)
 
 
-def _localisation(
-    cams: torch.Tensor, effects: torch.Tensor, parts: torch.Tensor | None, regions: list[str]
-) -> dict[str, torch.Tensor]:
-    """Per-unit localisation scores of maps (N, K, H, W) against each unit's region."""
-    # A map that is zero everywhere (ReLU of a negative sum) has no ranking: its correlation
-    # is NaN and left out of the mean over images.
-    rho = M.rank_correlation(cams, effects).nanmean(0)
-    iou = M.top_fraction_iou(cams, effects, 0.10).float().nanmean(0)
-    out = {"spearman_cam_effect": rho, "top10_iou_cam_effect": iou}
-    if parts is not None:
-        energy, hits, chance = [], [], []
-        for k, region in enumerate(regions):
-            if region == "none":
-                nan = torch.tensor(float("nan"))
-                energy.append(nan)
-                hits.append(nan)
-                chance.append(nan)
-                continue
-            sc = M.region_scores(cams[:, k : k + 1], parts, region)
-            energy.append(sc.energy.mean())
-            hits.append(sc.hits.float().mean())
-            chance.append(sc.chance.mean())
-        out.update(
-            energy_in_part=torch.stack(energy),
-            pointing_game=torch.stack(hits),
-            chance=torch.stack(chance),
-        )
-    return out
+def _comparison_layers(model: torch.nn.Module, wanted: Sequence[str]) -> list[str]:
+    """``wanted`` in a stable order: encoder blocks shallow to deep, other names, fusion."""
+    blocks = [b for b in encoder_blocks(model) if b in wanted]
+    others = [n for n in wanted if n not in blocks and n != FUSION]
+    return blocks + others + ([FUSION] if FUSION in wanted else [])
 
 
 def evaluate(
@@ -160,16 +139,23 @@ def evaluate(
     top_units: int = 10,
     sanity: bool = True,
     progress: bool = True,
+    methods: Sequence[str] | None = None,
+    fuse_how: str = "mean",
 ) -> dict[str, Any]:
     """Compute every metric that the run and its data allow (see the module docstring).
 
     Args:
         batch: a run and its images (:func:`latentcam.runs.open_run_data`).
-        layers: layer name(s) to explain; "all" for every encoder block; default the model's.
-        method: CAM method (gradcam, gradcam++, xgradcam, hirescam, layercam).
-        max_map_images: images used for maps and effect maps (the costly part).
+        layers: layer spec (:func:`latentcam.explain.layers.parse_layers`): names, "default"
+            (the paper's layer), "all" (every encoder block), "fusion", "auto", or a list.
+        method: CAM method (gradcam, gradcam++, xgradcam, hirescam, layercam) of the
+            per-layer section, the factor scores and the decoder comparison.
+        max_map_images: images used for maps, effect maps and decoder maps (the costly part).
         top_units: units listed one by one (by KL); means are over all active units.
         sanity: run the cascading-randomisation check.
+        methods: the methods compared in ``localisation.comparison`` (default: ``method``);
+            the first one replaces ``method``.
+        fuse_how: how the "fusion" layer combines maps (mean, geomean, max).
 
     Returns:
         A JSON-ready dict (floats, ints, lists, strings).
@@ -179,9 +165,13 @@ def evaluate(
     cfg = batch.run.config
     images, cond = batch.images, batch.cond
     N, _, H, _ = images.shape
-    explained = _layers(model, layers)
-    for layer in explained:  # fail fast on a bad name, before the costly part
-        resolve_layer(model, layer)
+    methods = [method] if not methods else list(dict.fromkeys(methods))
+    method = methods[0]
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise InputError(f"unknown CAM method '{bad[0]}'; choose one of: {', '.join(METHODS)}")
+    request = parse_layers(model, layers)  # fails fast on a bad name, before the costly part
+    paper_layer = model.explain_layer
     with torch.no_grad():
         mu, logvar = model.encode(images, cond)
     K = mu.shape[1]
@@ -197,6 +187,7 @@ def evaluate(
         "image_size": H,
         "latent_dim": K,
         "method": method,
+        "methods": methods,
         "units": {
             "kl": kl.tolist(),
             "active_threshold": ACTIVE_THRESHOLD,
@@ -228,32 +219,69 @@ def evaluate(
             "best_region": best.names,
             "best_lift": best.lift.tolist(),
         }
-    # --- Grad-CAM localisation, per layer
+    # --- the units scored (active, else all) and their decoder gradient maps
     shown = by_kl[: min(top_units, K)].tolist()
-    active_idx = torch.nonzero(active).flatten()
+    scored = torch.nonzero(active).flatten().tolist() or list(range(K))
+    log.info("decoder gradient maps of %d units on %d images", len(scored), Nm)
+    dec = decoder_jacobian(model, mu[:Nm], cond=c_m, units=scored)
+    dec_maps = dec.maps.cpu()  # (Nm, T, H, W)
+    eff_scored = effects[:, scored]
+    regions_scored = [regions[u] for u in scored]
+    bank = CamBank(model, x_m, c_m, fuse_how=fuse_how)
+    # --- layer x method comparison (the paper's layer always included)
+    candidates = auto_candidates(model) if request.auto else []
+    wanted = _comparison_layers(model, [*request.layers, paper_layer, *candidates])
+    log.info("localisation of %d layers x %d methods", len(wanted), len(methods))
+    rows = compare_layers(
+        bank, wanted, methods, scored, eff_scored, parts_m, regions_scored, dec_maps
+    )
+    explained = list(request.layers)
+    localisation: dict[str, Any] = {}
+    if request.auto:
+        choice = pick_best(
+            [r for r in rows if r.layer in candidates], parts_m is not None, paper_layer
+        )
+        log.info("layer auto: %s", choice.reason)
+        localisation["auto"] = {
+            "layer": choice.layer,
+            "method": choice.method,
+            "reason": choice.reason,
+            "scores": choice.scores,
+        }
+        if choice.layer not in explained:
+            explained.append(choice.layer)
+    # --- per layer (method ``method``): means over active units and the top units by KL
+    by_pair = {(r.layer, r.method): r for r in rows}
     loc_layers: dict[str, Any] = {}
     for layer in explained:
-        cams = _cam_maps(model, x_m, c_m, list(range(K)), layer, method)
-        scores = _localisation(cams, effects, parts_m, regions)
-        idx = active_idx if active_idx.numel() else torch.arange(K)
-        entry: dict[str, Any] = {
-            "map_size": list(
-                latent_cams(
-                    model, x_m[:1], cond=None if c_m is None else c_m[:1], units=[0], layer=layer
-                ).maps.shape[-2:]
-            ),
-            "mean_over_active": {name: _mean(v[idx]) for name, v in scores.items()},
+        row = by_pair[(layer, method)]
+        cams = bank.image_maps(layer, method, shown)
+        scores = localisation_scores(cams, effects[:, shown], parts_m, [regions[u] for u in shown])
+        means = {k: getattr(row, k) for k in SCORE_KEYS if k != "spearman_cam_decoder"}
+        if parts_m is None:
+            means = {k: means[k] for k in ("spearman_cam_effect", "top10_iou_cam_effect")}
+        loc_layers[layer] = {
+            "map_size": row.map_size,
+            "mean_over_active": means,
             "per_unit": [
                 {
                     "unit": u,
                     "region": regions[u],
-                    **{name: float(v[u]) for name, v in scores.items()},
+                    **{name: float(v[j]) for name, v in scores.items()},
                 }
-                for u in shown
+                for j, u in enumerate(shown)
             ],
         }
-        loc_layers[layer] = entry
-    result["localisation"] = {"layers": loc_layers, "default_layer": model.explain_layer}
+    localisation.update(
+        layers=loc_layers,
+        default_layer=paper_layer,
+        paper_layer=paper_layer,
+        comparison=[r.as_dict() for r in rows],
+    )
+    result["localisation"] = localisation
+    result["decoder"] = _decoder_section(
+        bank, paper_layer, method, scored, dec_maps, dec.exact, parts_m
+    )
     # --- attribute probes (which units matter)
     if batch.attrs is not None and N >= 8:
         attrs = batch.attrs
@@ -274,7 +302,7 @@ def evaluate(
     # --- disentanglement on known factors
     if batch.factors is not None and N >= 16:
         result["disentanglement"] = _disentanglement(
-            batch, mu.cpu(), model, x_m, c_m, parts_m, method
+            batch, mu.cpu(), bank, explained, parts_m, method
         )
     # --- sanity check, on the units (by KL) whose maps are not zero everywhere: a constant
     # map cannot be rank-correlated (with a linear head, a unit's map can be all zero).
@@ -311,16 +339,65 @@ def evaluate(
     return result
 
 
+def _decoder_section(
+    bank: CamBank,
+    layer: str,
+    method: str,
+    units: list[int],
+    dec_maps: torch.Tensor,
+    exact: bool,
+    parts: torch.Tensor | None,
+) -> dict[str, Any]:
+    """Encoder-side (Grad-CAM at ``layer``) vs decoder-side (d decode / d z_k) explanations."""
+    cams = bank.image_maps(layer, method, units)  # (Nm, T, H, W)
+    rho = map_agreement(cams, dec_maps)
+    out: dict[str, Any] = {
+        "units": units,
+        "encoder_layer": layer,
+        "method": method,
+        "exact": exact,
+        "spearman_cam_decoder": rho.tolist(),
+        "spearman_cam_decoder_mean": _mean(rho),
+        "regions": list(REGIONS),
+        "unit_part_decoder": None,
+        "unit_part_encoder": None,
+        "area": None,
+        "matrix_agreement": None,
+        "matrix_agreement_centred": None,
+        "units_per_part": {},
+    }
+    if parts is not None:
+        dec_table = part_matrix(dec_maps, parts)
+        enc_table = part_matrix(cams, parts)
+        present = dec_table.area > 0  # regions absent from every image carry no evidence
+        enc_share, dec_share = enc_table.share[:, present], dec_table.share[:, present]
+        agreement = matrix_agreement(enc_share, dec_share)
+        out.update(
+            regions=list(dec_table.regions),
+            unit_part_decoder=dec_table.share.tolist(),
+            unit_part_encoder=enc_table.share.tolist(),
+            area=dec_table.area.tolist(),
+            matrix_agreement=agreement,
+            matrix_agreement_centred=matrix_agreement(enc_share, dec_share, centre=True),
+            units_per_part={
+                r: units_for_part(dec_table, r, k=5, units=units)
+                for i, r in enumerate(dec_table.regions)
+                if bool(present[i])
+            },
+        )
+    return out
+
+
 def _disentanglement(
     batch: RunData,
     mu: torch.Tensor,
-    model: GenerativeModel,
-    x_m: torch.Tensor,
-    c_m: torch.Tensor | None,
+    bank: CamBank,
+    layers: Sequence[str],
     parts_m: torch.Tensor | None,
     method: str,
 ) -> dict[str, Any]:
     assert batch.factors is not None
+    model = bank.model
     factors = batch.factors
     N = mu.shape[0]
     half = N // 2
@@ -343,12 +420,15 @@ def _disentanglement(
         FACTOR_REGIONS = {}
     per_factor = []
     units = best.unit.tolist()
+    paper_layer = str(model.explain_layer)
+    scored_layers = [paper_layer, *(layer for layer in layers if layer != paper_layer)]
+    distinct = sorted(set(units))
+    col = {u: i for i, u in enumerate(distinct)}
     cams = (
-        _cam_maps(model, x_m, c_m, sorted(set(units)), model.explain_layer, method)
+        {layer: bank.image_maps(layer, method, distinct) for layer in scored_layers}
         if parts_m is not None
-        else None
+        else {}
     )
-    col = {u: i for i, u in enumerate(sorted(set(units)))}
     for f, name in enumerate(batch.factor_names):
         entry: dict[str, Any] = {
             "factor": name,
@@ -356,21 +436,23 @@ def _disentanglement(
             "normalised_mi": float(best.normalised[f]),
         }
         regions = [r for r in FACTOR_REGIONS.get(name, ()) if r in REGIONS]
-        if cams is not None and parts_m is not None and regions and len(regions) < len(REGIONS) - 1:
+        if cams and parts_m is not None and regions and len(regions) < len(REGIONS) - 1:
             ids = tuple(i for r in regions for i in REGIONS[r])
-            sc = M.region_scores(
-                cams[:, col[units[f]] : col[units[f]] + 1], parts_m, "target", {"target": ids}
-            )
-            entry.update(
-                regions=regions,
-                energy_in_part=_mean(sc.energy),
-                pointing_game=_mean(sc.hits.float()),
-                chance=_mean(sc.chance),
-            )
-            entry["lands_on_part"] = bool(
-                entry["pointing_game"] > entry["chance"]
-                and entry["energy_in_part"] > entry["chance"]
-            )
+            j = col[units[f]]
+            per_layer: dict[str, Any] = {}
+            for layer, maps in cams.items():
+                sc = M.region_scores(maps[:, j : j + 1], parts_m, "target", {"target": ids})
+                scores: dict[str, Any] = {
+                    "energy_in_part": _mean(sc.energy),
+                    "pointing_game": _mean(sc.hits.float()),
+                    "chance": _mean(sc.chance),
+                }
+                scores["lands_on_part"] = bool(
+                    scores["pointing_game"] > scores["chance"]
+                    and scores["energy_in_part"] > scores["chance"]
+                )
+                per_layer[layer] = scores
+            entry.update(regions=regions, **per_layer[paper_layer], per_layer=per_layer)
         per_factor.append(entry)
     out["factors"] = per_factor
     return out
@@ -507,15 +589,28 @@ def evaluate_run(
     method: str = "gradcam",
     sanity: bool = True,
     progress: bool = True,
+    methods: Sequence[str] | None = None,
+    max_map_images: int = 32,
 ) -> dict[str, Any]:
-    """Load a run and ``n`` images of its data, evaluate, and write the JSON to ``out``."""
+    """Load a run and ``n`` images of its data, evaluate, and write the JSON to ``out``.
+
+    The arguments after ``data``/``out``/``n``/``split`` are those of :func:`evaluate`.
+    """
     if out is not None:  # a bad output path fails before the long work
         out = Path(out)
         if out.is_dir():
             raise InputError(f"--out {out} is a folder; give the path of a .json file")
         ensure_dir(out.parent, what="--out parent")
     batch = open_run_data(run, data, n=n, split=split, progress=progress)
-    result = evaluate(batch, layers=layers, method=method, sanity=sanity, progress=progress)
+    result = evaluate(
+        batch,
+        layers=layers,
+        method=method,
+        methods=methods,
+        max_map_images=max_map_images,
+        sanity=sanity,
+        progress=progress,
+    )
     if out is not None:
         write_json(out, jsonable(result))
     return result

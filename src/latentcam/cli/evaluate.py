@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from latentcam.cli.explain import LAYER_HELP
+from latentcam.errors import InputError
 from latentcam.explain.cam import METHODS
 
 _METHOD_HELP = f"CAM method: {', '.join(METHODS)} (default: %(default)s)"
@@ -45,7 +47,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "Measure a run: KL and active units, unit x part effect table, Grad-CAM localisation "
             "(energy in part, pointing game, agreement with effect maps) per layer, unit rankings "
             "and attribute probes, MIG/DCI on synthetic faces, the randomisation sanity check, "
-            "segmentation IoU and Seg-Grad-CAM, CVAE attribute control. Keys: see the README."
+            "segmentation IoU and Seg-Grad-CAM, CVAE attribute control; with several --layer values "
+            "and --methods, a layer x method comparison (localisation.comparison), with --layer "
+            "auto the chosen layer and why (localisation.auto); decoder-side maps and the unit x "
+            "part matrices from both sides (decoder). Keys: see the README and "
+            "latentcam.evaluate."
         ),
     )
     ev.add_argument("run", metavar="RUN", help="run folder or checkpoint (.ckpt)")
@@ -54,13 +60,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     ev.add_argument("--n", type=int, default=256, help="images evaluated (default: %(default)s)")
     ev.add_argument("--split", default="val", choices=("train", "val", "test", "all"))
     ev.add_argument(
-        "--layer",
-        action="append",
-        dest="layers",
-        help="layer(s) to compare; repeat the flag, or 'all' for every encoder block "
-        "(default: the model's last encoder conv)",
+        "--layer", nargs="+", action="extend", dest="layers", metavar="NAME", help=LAYER_HELP
     )
     ev.add_argument("--method", default="gradcam", choices=METHODS, help=_METHOD_HELP)
+    ev.add_argument(
+        "--methods",
+        nargs="+",
+        choices=METHODS,
+        metavar="METHOD",
+        help="CAM methods compared per layer in localisation.comparison, e.g. gradcam layercam "
+        "hirescam (default: --method)",
+    )
+    ev.add_argument(
+        "--max-map-images",
+        type=int,
+        default=32,
+        help="images used for heatmaps, effect and decoder maps (default: %(default)s)",
+    )
     ev.add_argument("--no-sanity", action="store_true", help="skip the randomisation sanity check")
     ev.set_defaults(handler=_evaluate)
 
@@ -89,20 +105,25 @@ def _traverse(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fmt(value: float | None) -> str:
+    return "-" if value is None or value != value else f"{value:.3f}"
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from latentcam.evaluate import evaluate_run
 
-    layers = args.layers
-    if layers == ["all"]:
-        layers = "all"
+    if args.max_map_images < 1:
+        raise InputError(f"--max-map-images must be at least 1, got {args.max_map_images}")
     m = evaluate_run(
         args.run,
         data=args.data,
         out=args.out,
         n=args.n,
         split=args.split,
-        layers=layers,
+        layers=args.layers,
         method=args.method,
+        methods=args.methods,
+        max_map_images=args.max_map_images,
         sanity=not args.no_sanity,
     )
     head = {
@@ -120,5 +141,28 @@ def _evaluate(args: argparse.Namespace) -> int:
     if "sanity" in m:
         head["sanity_check"] = "passes" if m["sanity"]["passes"] else "FAILS"
     print(json.dumps(head, indent=1))
+    loc = m["localisation"]
+    print(
+        f"{'layer':<18} {'method':<9} {'map':>6} {'energy':>7} {'pointing':>8} {'chance':>7} "
+        f"{'rho_eff':>7} {'rho_dec':>7}"
+    )
+    for row in loc["comparison"]:
+        size = "x".join(map(str, row["map_size"])) if row["layer"] != "fusion" else "fused"
+        cells = [
+            _fmt(row[k])
+            for k in (
+                "energy_in_part",
+                "pointing_game",
+                "chance",
+                "spearman_cam_effect",
+                "spearman_cam_decoder",
+            )
+        ]
+        print(
+            f"{row['layer']:<18} {row['method']:<9} {size:>6} {cells[0]:>7} {cells[1]:>8} "
+            f"{cells[2]:>7} {cells[3]:>7} {cells[4]:>7}"
+        )
+    if "auto" in loc:
+        print(f"layer auto: {loc['auto']['reason']}")
     print(f"metrics written to {args.out}")
     return 0

@@ -6,10 +6,21 @@ A thin wrapper over :func:`latentcam.explain.run.explain_run`.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any
 
 from latentcam.explain.cam import METHODS
+
+#: Help of ``--layer`` (shared by explain, evaluate and report).
+LAYER_HELP = (
+    "layer(s) to explain, several at once: encoder layer names (e.g. encoder.blocks.1 "
+    "encoder.blocks.3), 'default' (the paper's layer: the last encoder conv, the default), "
+    "'all' (every encoder block), 'fusion' (maps of the blocks of at least 8x8 and the last "
+    "block, normalised, upsampled and averaged, as LayerCAM), 'auto' (the layer that localises "
+    "best on these images: best mean rank over pointing game minus chance, energy in part and "
+    "agreement with effect maps; the choice and its reason go to layer_choice.json)"
+)
 
 
 def register(subparsers: Any) -> None:
@@ -22,7 +33,9 @@ def register(subparsers: Any) -> None:
             "al. 2020). Writes DIR/maps.npz (maps (N, K, h, w) unnormalised, mean_map, mu, "
             "units, images, kl), DIR/grid.png (input, output, averaged map, one overlay per "
             "unit) and DIR/unit_KKK.png per drawn unit. Without --units, all K maps are "
-            "saved and the --top units by KL are drawn."
+            "saved and the --top units by KL are drawn. With several --layer values, maps.npz "
+            "also holds maps__LAYER and mean_map__LAYER per layer (maps/mean_map are the first "
+            "layer's) and grid__LAYER.png is drawn per further layer."
         ),
         epilog="example: latentcam explain runs/vae --data synth --out runs/vae/explain --units 0,3,42",
     )
@@ -44,9 +57,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--method", choices=METHODS, default="gradcam", help="CAM method (default: %(default)s)"
     )
-    p.add_argument(
-        "--layer", metavar="NAME", help="encoder layer, e.g. encoder.blocks.2 (default: last block)"
-    )
+    p.add_argument("--layer", nargs="+", action="extend", metavar="NAME", help=LAYER_HELP)
     p.add_argument(
         "--split",
         choices=("train", "val", "test", "all"),
@@ -72,5 +83,8 @@ def run_explain(args: argparse.Namespace) -> int:
         split=args.split,
         top=args.top,
     )
+    choice = out / "layer_choice.json"
+    if "auto" in (args.layer or []) and choice.is_file():
+        print(f"layer auto: {json.loads(choice.read_text())['reason']} ({choice})")
     print(f"wrote {out / 'maps.npz'}, {out / 'grid.png'} and the unit figures in {out}")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from latentcam.cli.explain import LAYER_HELP
 from latentcam.explain.cam import METHODS
 
 
@@ -27,6 +28,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--eval-n", type=int, default=128, help="images for the metrics (default: %(default)s)"
     )
     rep.add_argument("--method", default="gradcam", choices=METHODS)
+    rep.add_argument(
+        "--layer",
+        nargs="+",
+        action="extend",
+        dest="layers",
+        metavar="NAME",
+        help=LAYER_HELP + " (default: all fusion auto)",
+    )
+    rep.add_argument(
+        "--methods",
+        nargs="+",
+        choices=METHODS,
+        metavar="METHOD",
+        help="CAM methods compared per layer, e.g. gradcam layercam hirescam (default: --method)",
+    )
     rep.set_defaults(handler=_report)
 
 
@@ -34,7 +50,14 @@ def _report(args: argparse.Namespace) -> int:
     from latentcam.report.build import build_report
 
     path = build_report(
-        args.run, args.out, data=args.data, n=args.n, eval_n=args.eval_n, method=args.method
+        args.run,
+        args.out,
+        data=args.data,
+        n=args.n,
+        eval_n=args.eval_n,
+        method=args.method,
+        methods=args.methods,
+        **({"layers": args.layers} if args.layers else {}),
     )
     print(f"report: {path.resolve()}")
     return 0

@@ -527,9 +527,31 @@ def _explain(
     post: str,
     chunk_size: int | None,
 ) -> CamResult:
-    """Shared engine; ``targets=None`` means every latent unit of ``of``."""
-    if method not in METHODS:
-        raise InputError(f"unknown CAM method '{method}'; choose one of: {', '.join(METHODS)}")
+    """Shared engine, one method; ``targets=None`` means every latent unit of ``of``."""
+    results = _explain_methods(
+        model, x, cond, targets, of, seed, layer, (method,), post, chunk_size
+    )
+    return results[method]
+
+
+def _explain_methods(
+    model: nn.Module,
+    x: torch.Tensor,
+    cond: torch.Tensor | None,
+    targets: Sequence[Target] | None,
+    of: str,
+    seed: int,
+    layer: str | nn.Module | None,
+    methods: Sequence[str],
+    post: str,
+    chunk_size: int | None,
+) -> dict[str, CamResult]:
+    """Shared engine: one forward and one set of gradients, every method's weighting of them."""
+    if not methods:
+        raise InputError(f"no CAM method given; choose from: {', '.join(METHODS)}")
+    for method in methods:
+        if method not in METHODS:
+            raise InputError(f"unknown CAM method '{method}'; choose one of: {', '.join(METHODS)}")
     if post not in POST_OPS:
         raise InputError(f"unknown post-op '{post}'; choose one of: {', '.join(POST_OPS)}")
     if chunk_size is not None and chunk_size < 1:
@@ -547,7 +569,7 @@ def _explain(
     batch = acts.shape[0]
     per_image = acts[0].numel() * acts.element_size()
 
-    chunks: list[torch.Tensor] = []
+    chunks: dict[str, list[torch.Tensor]] = {m: [] for m in methods}
     if jacobian is not None:
         log.debug("layer %s: exact affine shortcut for %d targets", named[0], num_targets)
         for target in targets:
@@ -555,13 +577,15 @@ def _explain(
         coefficients = mu_coefficients(targets, output.mu.shape[1])
         assert coefficients is not None
         coefficients = coefficients.to(jacobian)
-        if method == "gradcam":  # only mean_hw of the gradients matters: average J first
-            jacobian = jacobian.mean(dim=(-2, -1), keepdim=True)  # (K, C, 1, 1)
+        # Grad-CAM needs only mean_hw of the gradients: average J first
+        mean_jacobian = jacobian.mean(dim=(-2, -1), keepdim=True)  # (K, C, 1, 1)
         size = chunk_size or _auto_chunk(num_targets, 4 * batch * per_image)
         for start in range(0, num_targets, size):
             rows = coefficients[start : start + size]  # (Tc, K)
-            grads = torch.einsum("tk,kchw->tchw", rows, jacobian)[:, None]  # (Tc, 1, C, h, w)
-            chunks.append(cam_from_grads(grads, acts.detach(), method, post))
+            for method in methods:
+                J = mean_jacobian if method == "gradcam" else jacobian
+                grads = torch.einsum("tk,kchw->tchw", rows, J)[:, None]  # (Tc, 1, C, h, w)
+                chunks[method].append(cam_from_grads(grads, acts.detach(), method, post))
     else:
         scores = target_scores(targets, output)  # (B, T)
         if scores.grad_fn is None:
@@ -583,21 +607,26 @@ def _explain(
             grads = _batched_grads(
                 scores, acts, range(start, stop), retain_graph=stop < num_targets
             )
-            chunks.append(cam_from_grads(grads, acts.detach(), method, post))
+            for method in methods:
+                chunks[method].append(cam_from_grads(grads, acts.detach(), method, post))
 
-    maps = torch.cat(chunks, dim=1).float()  # (B, T, h, w)
     units = None
     if all(isinstance(t, LatentUnit) for t in targets):
         units = torch.tensor(
             [t.unit for t in targets if isinstance(t, LatentUnit)], dtype=torch.long
         )
-    return CamResult(
-        maps=maps,
-        output=_detached(output),
-        layer=named[0],
-        target_names=[t.name for t in targets],
-        units=units,
-    )
+    detached = _detached(output)
+    names = [t.name for t in targets]
+    return {
+        method: CamResult(
+            maps=torch.cat(chunks[method], dim=1).float(),  # (B, T, h, w)
+            output=detached,
+            layer=named[0],
+            target_names=names,
+            units=units,
+        )
+        for method in methods
+    }
 
 
 def latent_cams(
@@ -644,6 +673,37 @@ def latent_cams(
         raise InputError("units is empty; give at least one latent unit index (or None for all)")
     targets = latent_targets(indices, of=of, seed=seed)
     return _explain(model, x, cond, targets, of, seed, layer, method, post, chunk_size)
+
+
+def latent_cams_by_method(
+    model: nn.Module,
+    x: torch.Tensor,
+    cond: torch.Tensor | None = None,
+    units: Sequence[int] | torch.Tensor | None = None,
+    layer: str | nn.Module | None = None,
+    methods: Sequence[str] = ("gradcam",),
+    of: str = "mu",
+    post: str = "relu",
+    seed: int = 0,
+    chunk_size: int | None = None,
+) -> dict[str, CamResult]:
+    """:func:`latent_cams` for several CAM methods at once: one forward and one set of
+    gradients (or the affine shortcut), each method's channel weighting applied to them.
+
+    Returns:
+        method name -> CamResult (maps (B, T, h, w) float32), in the order of ``methods``.
+    """
+    targets = None
+    if units is not None:
+        indices = [int(k) for k in (units.tolist() if isinstance(units, torch.Tensor) else units)]
+        if not indices:
+            raise InputError(
+                "units is empty; give at least one latent unit index (or None for all)"
+            )
+        targets = latent_targets(indices, of=of, seed=seed)
+    return _explain_methods(
+        model, x, cond, targets, of, seed, layer, tuple(methods), post, chunk_size
+    )
 
 
 def compute_cams(

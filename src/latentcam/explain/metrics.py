@@ -10,7 +10,8 @@ H W image size, R regions (:data:`latentcam.data.classes.REGIONS`), C classes.
   the three for one named region.
 - Which part does a unit move? :func:`unit_part_table` (share of a unit's expected effect
   map per region) and :func:`best_region` (highest share relative to the region's area).
-- Agreement of two maps: :func:`rank_correlation` (Spearman over pixels) and
+- Agreement of two maps: :func:`rank_correlation` (Spearman over pixels; :func:`pearson`
+  of precomputed ranks) and
   :func:`top_fraction_iou` (IoU of the top 10% pixels).
 - Unit ranking: :func:`active_units` (mean KL above a threshold), :func:`effect_size`,
   :func:`rank_units`. Probes, MIG and DCI live in :mod:`latentcam.explain.disentangle`.
@@ -387,6 +388,18 @@ def rank_correlation(a: Tensor, b: Tensor) -> Tensor:
     ra = average_ranks(a.reshape(B, K, -1))
     rb = average_ranks(b.reshape(B, K, -1))
     return _pearson_last(ra, rb).float()
+
+
+def pearson(a: Tensor, b: Tensor) -> Tensor:
+    """Pearson correlation along the last dimension, (..., P) x (..., P) -> (...).
+
+    Of :func:`average_ranks` outputs it is Spearman's rho (as :func:`rank_correlation`);
+    callers that compare one set of maps with several others rank each set once.
+    Range [-1, 1]; NaN where either side is constant. float64.
+    """
+    if a.shape != b.shape:
+        raise InputError(f"pearson needs equal shapes, got {tuple(a.shape)} and {tuple(b.shape)}")
+    return _pearson_last(a.double(), b.double())
 
 
 def top_fraction_iou(a: Tensor, b: Tensor, frac: float = 0.10) -> Tensor:

@@ -7,10 +7,17 @@ al. 2020) and writes, under ``out``:
 - ``maps.npz``: ``maps`` (N, K', h, w) float32 unnormalised (K' = the ``units`` asked for,
   else all K), ``mean_map`` (N, h, w) Liu's averaged map over all K units, ``mu`` (N, K),
   ``units`` (K',), ``images`` (N, 3, H, W) float32 in [0, 1], ``kl`` (K,) mean KL per unit
-  over these images (nats), ``shown_units`` (the units drawn), ``layer`` and ``method``;
+  over these images (nats), ``shown_units`` (the units drawn), ``layer`` and ``method``.
+  ``maps`` / ``mean_map`` / ``layer`` are those of the FIRST explained layer (so readers of
+  one-layer files keep working); every explained layer L also has ``maps__L`` and
+  ``mean_map__L`` (the first one included), and ``layers`` lists them in order. The
+  ``fusion`` layer's maps are at image size and in [0, 1] (normalised per map before fusing);
 - ``grid.png``: rows = images (at most 16); columns = input, reconstruction (or predicted
-  mask), averaged map, and one overlay per shown unit, with a colour bar;
-- ``unit_{k:03d}.png`` per shown unit: the unit's map over every explained image.
+  mask), averaged map, and one overlay per shown unit, with a colour bar; ``grid__L.png``
+  the same for every further layer L;
+- ``unit_{k:03d}.png`` per shown unit: the unit's map (first layer) over every explained image;
+- ``layer_choice.json`` with ``layer="auto"``: the layer chosen, its method, the reason (one
+  sentence with the numbers) and every candidate's scores.
 
 The shown units are the ``units`` asked for, else the ``top`` units by KL (the units that
 carry information), not 0..9. Heatmaps are min-max normalised per column over the images
@@ -22,12 +29,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from latentcam.errors import InputError
-from latentcam.explain.cam import latent_cams, mean_map, normalise, upsample
+from latentcam.explain.cam import METHODS, mean_map, normalise, upsample
 from latentcam.io import atomic_path, ensure_dir
 from latentcam.models.base import Decoded
 from latentcam.runs import open_run_data
@@ -80,6 +88,11 @@ def _draw_unit(path: Path, images: torch.Tensor, heat: torch.Tensor, title: str)
     save_figure(panel_grid(cells, title=title, cell_inches=1.1), path)
 
 
+def _safe(layer: str) -> str:
+    """A layer name as part of a file name."""
+    return layer.replace("/", "_")
+
+
 def explain_run(
     run_or_ckpt: str | Path | LoadedRun,
     data: str | Path | None = None,
@@ -87,7 +100,7 @@ def explain_run(
     n: int = 16,
     units: Sequence[int] | None = None,
     method: str = "gradcam",
-    layer: str | None = None,
+    layer: str | Sequence[str] | None = None,
     split: str = "val",
     top: int = 10,
 ) -> Path:
@@ -100,7 +113,11 @@ def explain_run(
         n: number of images of ``split`` to explain.
         units: latent units to save and draw; default: all K saved, the ``top`` by KL drawn.
         method: gradcam | gradcam++ | xgradcam | hirescam | layercam.
-        layer: encoder layer name; default: the model's ``explain_layer``.
+        layer: layer spec (:func:`latentcam.explain.layers.parse_layers`): one or several
+            encoder layer names, "default" (the paper's layer, ``model.explain_layer``, the
+            default), "all", "fusion", "auto" (chosen on these images by
+            :func:`latentcam.explain.layers.choose_layer`; the choice is written to
+            ``layer_choice.json``).
         split: train | val | test | all.
         top: how many units to draw when ``units`` is not given.
 
@@ -111,31 +128,47 @@ def explain_run(
         CheckpointError, DataError, InputError: unreadable run or data, an unknown layer or
             method, a unit out of range.
     """
+    from latentcam.explain.hooks import eval_mode
+    from latentcam.explain.layers import FUSION, CamBank, choose_layer, parse_layers
     from latentcam.generate import as_pictures
+    from latentcam.io import write_json
     from latentcam.training.losses import kl_per_unit
 
     if top < 1:
         raise InputError(f"top must be at least 1, got {top}")
+    if method not in METHODS:
+        raise InputError(f"unknown CAM method '{method}'; choose one of: {', '.join(METHODS)}")
     batch = open_run_data(run_or_ckpt, data, n=n, split=split)
     model = batch.run.model
+    request = parse_layers(model, layer)
     count = batch.images.shape[0]
     log.info("explaining %d images of %s (%s split)", count, batch.data_path, split)
-    # all K units at once (Liu's averaged map needs them all; it costs one pass), in
-    # batches of BATCH images so that memory stays bounded for large n
-    results = [
-        latent_cams(
-            model,
-            batch.images[s : s + BATCH],
-            cond=None if batch.cond is None else batch.cond[s : s + BATCH],
-            layer=layer,
-            method=method,
+    folder = ensure_dir(out)
+    layers = list(request.layers)
+    if request.auto:
+        choice = choose_layer(model, batch.images, batch.cond, batch.parts, method=method)
+        write_json(
+            folder / "layer_choice.json",
+            {
+                "layer": choice.layer,
+                "method": choice.method,
+                "reason": choice.reason,
+                "scores": choice.scores,
+                "images": count,
+                "split": split,
+            },
         )
-        for s in range(0, count, BATCH)
-    ]
-    all_maps = torch.cat([r.maps for r in results])  # (N, K, h, w)
-    mu = torch.cat([r.output.mu for r in results]).float()  # (N, K)
-    logvar = torch.cat([r.output.logvar for r in results]).float()
-    first, layer_name = results[0].output, results[0].layer
+        log.info("layer auto chose %s: %s", choice.layer, choice.reason)
+        if choice.layer not in layers:
+            layers.append(choice.layer)
+    outputs = []
+    with eval_mode(model), torch.no_grad():
+        for s in range(0, count, BATCH):
+            c = None if batch.cond is None else batch.cond[s : s + BATCH]
+            outputs.append(model(batch.images[s : s + BATCH], c))
+    mu = torch.cat([o.mu for o in outputs]).float()  # (N, K)
+    logvar = torch.cat([o.logvar for o in outputs]).float()
+    first = outputs[0]
     num_units = mu.shape[1]
     kl = kl_per_unit(mu, logvar)  # (K,) mean over the explained images
     if units is not None:
@@ -148,45 +181,59 @@ def explain_run(
                 f"unit {bad[0]} is out of range: the model has K={num_units} units "
                 f"(0..{num_units - 1})"
             )
-        maps, saved_units, shown = all_maps[:, chosen], chosen, chosen
+        saved_units, shown = chosen, chosen
     else:
-        maps, saved_units = all_maps, list(range(num_units))
+        saved_units = list(range(num_units))
         shown = torch.argsort(kl, descending=True)[: min(top, num_units)].tolist()
-    average = mean_map(all_maps)  # (N, h, w), over all K units
-
-    folder = ensure_dir(out)
+    # all K units at once (Liu's averaged map needs them all; it costs one pass per layer)
+    bank = CamBank(model, batch.images, batch.cond)
+    all_maps = {
+        name: (
+            bank.image_maps(FUSION, method, range(num_units))
+            if name == FUSION
+            else bank.layer_maps(name, method)
+        )
+        for name in layers
+    }  # name -> (N, K, h, w); fused maps are at image size, in [0, 1]
+    arrays: dict[str, Any] = {}
+    for i, name in enumerate(layers):
+        maps = all_maps[name][:, saved_units]
+        average = mean_map(all_maps[name])  # (N, h, w), over all K units
+        if i == 0:
+            arrays["maps"] = maps.numpy().astype(np.float32)
+            arrays["mean_map"] = average.numpy().astype(np.float32)
+        arrays[f"maps__{name}"] = maps.numpy().astype(np.float32)
+        arrays[f"mean_map__{name}"] = average.numpy().astype(np.float32)
     with atomic_path(folder / "maps.npz") as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(
             fh,
-            maps=maps.cpu().numpy().astype(np.float32),
-            mean_map=average.cpu().numpy().astype(np.float32),
+            **arrays,
             mu=mu.cpu().numpy(),
             units=np.asarray(saved_units, dtype=np.int64),
             images=batch.images.float().cpu().numpy(),
             kl=kl.cpu().numpy().astype(np.float32),
             shown_units=np.asarray(shown, dtype=np.int64),
-            layer=np.asarray(layer_name),
+            layer=np.asarray(layers[0]),
+            layers=np.asarray(layers),
             method=np.asarray(method),
         )
 
-    rows = min(batch.images.shape[0], MAX_ROWS)
+    rows = min(count, MAX_ROWS)
     images = batch.images[:rows].float().cpu()
     pictures = as_pictures(Decoded(first.recon, first.seg_logits))[:rows].cpu()
-    unit_maps = normalise(all_maps[:rows, shown].cpu(), per="unit")
-    titles = [f"mu[{k}]\nKL {float(kl[k]):.3g}" for k in shown]
-    caption = f"{method} at {layer_name}; {batch.data_path} ({split})"
-    _draw_grid(
-        folder / "grid.png",
-        images,
-        pictures,
-        normalise(average[:rows].cpu()[:, None], per="unit")[:, 0],
-        unit_maps,
-        titles,
-        caption,
-        "reconstruction" if first.recon is not None else "predicted mask",
-    )
-    for j, k in enumerate(shown):
-        title = f"unit {k} (mu[{k}], KL {float(kl[k]):.3g} nats): {method} at {layer_name}"
-        _draw_unit(folder / f"unit_{k:03d}.png", images, unit_maps[:, j], title)
-    log.info("wrote %s (maps.npz, grid.png, %d unit figures)", folder, len(shown))
+    output_title = "reconstruction" if first.recon is not None else "predicted mask"
+    for i, name in enumerate(layers):
+        unit_maps = normalise(all_maps[name][:rows, shown], per="unit")
+        average = normalise(mean_map(all_maps[name])[:rows, None], per="unit")[:, 0]
+        titles = [f"mu[{k}]\nKL {float(kl[k]):.3g}" for k in shown]
+        caption = f"{method} at {name}; {batch.data_path} ({split})"
+        grid = "grid.png" if i == 0 else f"grid__{_safe(name)}.png"
+        _draw_grid(
+            folder / grid, images, pictures, average, unit_maps, titles, caption, output_title
+        )
+        if i == 0:
+            for j, k in enumerate(shown):
+                title = f"unit {k} (mu[{k}], KL {float(kl[k]):.3g} nats): {method} at {name}"
+                _draw_unit(folder / f"unit_{k:03d}.png", images, unit_maps[:, j], title)
+    log.info("wrote %s (maps.npz, %d grids, %d unit figures)", folder, len(layers), len(shown))
     return folder

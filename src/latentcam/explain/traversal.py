@@ -99,7 +99,7 @@ def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         model.train(was_training)
 
 
-def _output(decoded: Decoded, output: str) -> Tensor:
+def decoded_output(decoded: Decoded, output: str) -> Tensor:
     """The decoded output compared by effect maps: (N, C, H, W).
 
     "image": recon in [0, 1]; "seg": class probabilities; "auto": the image when there
@@ -162,7 +162,7 @@ def _decode_chunks(
     for start in range(0, z.shape[0], batch_size):
         stop = start + batch_size
         decoded = model.decode(z[start:stop], None if cond is None else cond[start:stop])
-        parts.append(_output(decoded, output))
+        parts.append(decoded_output(decoded, output))
     return torch.cat(parts)
 
 
@@ -309,7 +309,7 @@ def traverse(
         B, K = mu.shape
         index = _unit_index(units, K)
         Kp, S = index.numel(), step_values.numel()
-        base = _output(model.decode(mu, cond), output)  # (B, C, H, W)
+        base = decoded_output(model.decode(mu, cond), output)  # (B, C, H, W)
         shift = torch.zeros(Kp, S, K, device=device)
         shift[torch.arange(Kp, device=device), :, index.to(device)] = step_values  # (K', S, K)
         z = (mu[:, None, None, :] + shift.unsqueeze(0)).reshape(B * Kp * S, K)
@@ -388,7 +388,7 @@ def attribute_traversal(
     Ap, S = index.numel(), step_values.numel()
     with _eval_mode(model), torch.no_grad():
         mu, _ = model.encode(x, cond)
-        base = _output(model.decode(mu, cond), output)
+        base = decoded_output(model.decode(mu, cond), output)
         changed = cond[:, None, None, :].expand(B, Ap, S, A).clone()  # (B, A', S, A)
         changed[:, torch.arange(Ap, device=device), :, index.to(device)] = step_values
         changed = changed.reshape(B * Ap * S, A)

@@ -21,13 +21,16 @@ from latentcam.data.classes import ATTRIBUTE_IDS, PART_NAMES
 from latentcam.errors import InputError
 from latentcam.evaluate import evaluate, jsonable
 from latentcam.explain.cam import compute_cams, latent_cams, normalise, upsample
+from latentcam.explain.decoder import decoder_maps
+from latentcam.explain.layers import FUSION, SCORE_KEYS, ComparisonRow, fused_cams, pick_best
+from latentcam.explain.metrics import rank_correlation
 from latentcam.explain.targets import SegClass
-from latentcam.explain.traversal import save_traversal, traverse
+from latentcam.explain.traversal import effect_maps, save_traversal, traverse
 from latentcam.generate import colorize_labels
 from latentcam.io import ensure_dir, write_json
 from latentcam.models.segvae import predicted_labels
 from latentcam.report import plots
-from latentcam.report.figures import overlay, panel_grid, to_uint8_hwc
+from latentcam.report.figures import figure_png_bytes, overlay, panel_grid, to_uint8_hwc
 from latentcam.report.html import Report
 from latentcam.runs import RunData, open_run_data
 
@@ -52,9 +55,10 @@ def build_report(
     data: str | Path | None = None,
     n: int = 6,
     eval_n: int = 128,
-    layers: Sequence[str] | str | None = "all",
+    layers: Sequence[str] | str | None = ("all", "fusion", "auto"),
     method: str = "gradcam",
     progress: bool = True,
+    methods: Sequence[str] | None = None,
 ) -> Path:
     """Compute the figures and metrics of a run and write ``out/index.html``.
 
@@ -64,8 +68,11 @@ def build_report(
         data: dataset to explain on (default: the run's own).
         n: images shown in the figures.
         eval_n: images the metrics are computed on.
-        layers: layers compared in the localisation section ("all" encoder blocks by default).
+        layers: layer spec of the localisation section
+            (:func:`latentcam.explain.layers.parse_layers`); default every encoder block, the
+            fusion and the ``auto`` choice.
         method: CAM method for the figures and metrics.
+        methods: CAM methods compared per layer (default: ``method``).
 
     Returns:
         The path of ``index.html``.
@@ -78,7 +85,9 @@ def build_report(
     cfg = batch.run.config
     model = batch.run.model
     log.info("evaluating %d images", batch.images.shape[0])
-    metrics = jsonable(evaluate(batch, layers=layers, method=method, progress=progress))
+    metrics = jsonable(
+        evaluate(batch, layers=layers, method=method, methods=methods, progress=progress)
+    )
     write_json(out / "metrics.json", metrics)
     show = _subset(batch, n)
     K = model.latent_dim  # width of mu (K * s * s for a spatial latent)
@@ -100,6 +109,7 @@ def build_report(
     if cfg.model.kind == "segvae":
         _fig7(report, show)
     _metrics_sections(report, metrics, out)
+    _where_it_acts(report, show, metrics)
     path = report.write(out)
     log.info("report written to %s", path)
     return path
@@ -304,25 +314,6 @@ def _metrics_sections(report: Report, m: dict[str, Any], out: Path) -> None:
             "For each unit, where its effect map falls, as a share of the effect divided by the region's area."
         )
         sec.figure(_png(plots.unit_part_heat(upe["share"], upe["regions"], upe["area"], units)))
-    loc = m["localisation"]["layers"]
-    sec = report.section("Does the heatmap land on the part the unit moves?")
-    sec.text(
-        "Per explained layer, mean over active units: Grad-CAM energy inside the region each unit "
-        "moves (from its effect map), pointing game and its chance level (the region's area), "
-        "and agreement of Grad-CAM with the effect map (Spearman; IoU of top 10% pixels)."
-    )
-    rows = [
-        {"layer": name, "map": "x".join(map(str, e["map_size"])), **e["mean_over_active"]}
-        for name, e in loc.items()
-    ]
-    sec.table(
-        rows,
-        heat=["energy_in_part", "pointing_game", "spearman_cam_effect", "top10_iou_cam_effect"],
-    )
-    if len(loc) > 1:
-        sec.figure(_png(plots.layer_comparison(loc)))
-    default = loc.get(m["localisation"]["default_layer"]) or next(iter(loc.values()))
-    sec.table(default["per_unit"], f"Top units by KL at {m['localisation']['default_layer']}.")
     if "disentanglement" in m:
         d = m["disentanglement"]
         sec = report.section("Disentanglement (known factors)")
@@ -359,15 +350,156 @@ def _metrics_sections(report: Report, m: dict[str, Any], out: Path) -> None:
         )
 
 
+def _chosen(m: dict[str, Any]) -> tuple[str, str]:
+    """The (layer, method) that localises best: the ``auto`` choice, else the best row."""
+    loc = m["localisation"]
+    if "auto" in loc:
+        return loc["auto"]["layer"], loc["auto"]["method"]
+    nan = float("nan")
+    rows = [
+        ComparisonRow(
+            layer=r["layer"],
+            method=r["method"],
+            map_size=list(r["map_size"]),
+            **{k: nan if r.get(k) is None else float(r[k]) for k in SCORE_KEYS},
+        )
+        for r in loc["comparison"]
+    ]
+    best = pick_best(rows, "unit_part_effect" in m, loc["paper_layer"])
+    return best.layer, best.method
+
+
+def _agreement(a: torch.Tensor, b: torch.Tensor) -> str:
+    rho = float(rank_correlation(a[None, None], b[None, None])[0, 0])
+    return "n/a" if rho != rho else f"{rho:.2f}"
+
+
+def _where_it_acts(report: Report, b: RunData, m: dict[str, Any]) -> None:
+    """Section: encoder maps (paper's layer, best layer) vs effect and decoder maps."""
+    model = b.run.model
+    loc = m["localisation"]
+    paper, method = loc["paper_layer"], m["method"]
+    layer, best_method = _chosen(m)
+    sec = report.section("Does the heatmap land where the unit acts?")
+    auto = loc.get("auto")
+    sec.text(
+        "Where the encoder looked (Grad-CAM, Liu et al. 2020) against where the unit acts on "
+        "the output: the effect map |decode(mu + 3e_k) - decode(mu - 3e_k)| and the exact "
+        "decoder gradient map ||d decode(z) / d z_k|| (forward-mode AD). "
+        f"The paper explains {paper}; "
+        + (
+            f"'auto' chose {auto['reason']}"
+            if auto
+            else f"the best compared layer is {layer} ({best_method})."
+        )
+    )
+    dec = m["decoder"]
+    units = [u for u in m["ranking"]["by_kl"] if u in dec["units"]][:4] or m["ranking"]["by_kl"][:4]
+    x = b.images[:1]
+    c = None if b.cond is None else b.cond[:1]
+    H = x.shape[-1]
+    with torch.no_grad():
+        mu, _ = model.encode(x, c)
+    paper_maps = upsample(
+        latent_cams(model, x, cond=c, units=units, layer=paper, method=method).maps, H
+    )
+    if layer == FUSION:
+        best_maps = fused_cams(model, x, c, units=units, method=best_method)
+    else:
+        best_maps = upsample(
+            latent_cams(model, x, cond=c, units=units, layer=layer, method=best_method).maps, H
+        )
+    effects = effect_maps(model, mu, units=units, cond=c).cpu()
+    decoder = decoder_maps(model, mu, cond=c, units=units).cpu()
+    rows, captions = [], []
+    for j in range(len(units)):
+        p, q, e, d = paper_maps[0, j].cpu(), best_maps[0, j].cpu(), effects[0, j], decoder[0, j]
+        heat = normalise(torch.stack([p, q, e, d]), per="map")
+        rows.append([to_uint8_hwc(x[0])[0], *_heat(x[0:1].expand(4, -1, -1, -1), heat)])
+        captions.append(
+            [
+                "",
+                f"rho eff {_agreement(p, e)} dec {_agreement(p, d)}",
+                f"rho eff {_agreement(q, e)} dec {_agreement(q, d)}",
+                f"rho dec {_agreement(e, d)}",
+                "",
+            ]
+        )
+    heads = [
+        "input",
+        f"paper's layer\n{paper}\n({method})",
+        f"{'auto' if auto else 'best'} layer\n{layer}\n({best_method})",
+        "effect map\n|x(+3) - x(-3)|",
+        "decoder gradient\n||dx / dz_k||",
+    ]
+    fig = plots.captioned_panels(rows, captions, heads, [f"unit {u}" for u in units])
+    sec.figure(
+        _png(fig),
+        "Top units by KL on one validation image; each map min-max normalised. Captions: "
+        "Spearman rank correlation over pixels with the effect map (eff) and the decoder "
+        "gradient map (dec) on this image.",
+    )
+    table = [
+        {
+            "layer": r["layer"],
+            "method": r["method"],
+            "map": "fused" if r["layer"] == FUSION else "x".join(map(str, r["map_size"])),
+            "paper's": "yes" if r["layer"] == paper else "",
+            **{k: r[k] for k in SCORE_KEYS},
+        }
+        for r in loc["comparison"]
+    ]
+    sec.table(
+        table,
+        "Layer x method comparison, means over the active units on "
+        f"{min(m['num_images'], 32)} images: energy of the map inside the region the unit moves "
+        "(Wang et al. 2020), pointing game (Zhang et al. 2016) and its chance level (the "
+        "region's area), Spearman and top-10% IoU with the effect map, Spearman with the "
+        "decoder gradient map.",
+        heat=["energy_in_part", "pointing_game", "spearman_cam_effect", "spearman_cam_decoder"],
+    )
+    if len(loc["comparison"]) > 1:
+        sec.figure(_png(plots.layer_method_comparison(loc["comparison"], paper)))
+    if dec["unit_part_encoder"] is not None:
+        order = [dec["units"].index(u) for u in m["ranking"]["by_kl"] if u in dec["units"]][:16]
+        fig = plots.unit_part_pair(
+            [dec["unit_part_encoder"][i] for i in order],
+            [dec["unit_part_decoder"][i] for i in order],
+            dec["regions"],
+            [dec["units"][i] for i in order],
+            dec["matrix_agreement"],
+            encoder_label=f"encoder side (Grad-CAM at {dec['encoder_layer']})",
+        )
+        agreement = dec["matrix_agreement"]
+        sec.figure(
+            _png(fig),
+            "Share of each unit's map mass per face region, from the encoder (Grad-CAM) and "
+            "from the decoder (gradient of the output); matrix agreement (Pearson over all "
+            f"active units) {_fmt(agreement)}, {_fmt(dec.get('matrix_agreement_centred'))} "
+            "after removing each region's mean share (the part sizes, which alone make any two "
+            "such matrices correlate); mean per-unit "
+            f"Spearman(Grad-CAM, decoder map) {_fmt(dec['spearman_cam_decoder_mean'])}.",
+        )
+        sec.table(
+            [
+                {"part": r, "units that drive it (decoder side)": u}
+                for r, u in dec["units_per_part"].items()
+            ],
+            "Which units drive each part: ranked by decoder-gradient mass in the part / part area.",
+        )
+    default = loc["layers"].get(paper) or next(iter(loc["layers"].values()))
+    sec.table(
+        default["per_unit"],
+        f"Top units by KL at {paper if paper in loc['layers'] else next(iter(loc['layers']))}.",
+    )
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def _png(fig: Any) -> bytes:
-    import io
-
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png_bytes(fig, dpi=110)
 
 
 __all__ = ["build_report"]

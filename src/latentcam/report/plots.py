@@ -117,3 +117,140 @@ def metric_vs_latent(
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+#: Localisation metrics drawn by :func:`layer_method_comparison`: (key, axis label).
+COMPARISON_METRICS = (
+    ("pointing_minus_chance", "pointing game - chance"),
+    ("energy_in_part", "energy in part"),
+    ("spearman_cam_effect", "Spearman(CAM, effect map)"),
+)
+
+
+def layer_method_comparison(rows: Sequence[Mapping[str, Any]], paper_layer: str) -> Figure:
+    """Localisation against map resolution, one line per CAM method, the paper's layer marked.
+
+    ``rows`` are ``localisation.comparison`` rows of :func:`latentcam.evaluate.evaluate`.
+    Real layers sit at their map side (log2 axis); the fusion is drawn to the right of the
+    finest layer as a separate point labelled "fusion".
+    """
+    sides = sorted({int(r["map_size"][0]) for r in rows if r["layer"] != "fusion"})
+    fusion_x = (max(sides) * 2) if sides else 2
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    fig, axes = plt.subplots(
+        1, len(COMPARISON_METRICS), figsize=(4.0 * len(COMPARISON_METRICS), 3.2)
+    )
+    for ax, (key, label) in zip(axes, COMPARISON_METRICS, strict=True):
+        for method in methods:
+            pts = []
+            fused = None
+            for r in rows:
+                if r["method"] != method:
+                    continue
+                if key == "pointing_minus_chance":
+                    pg, ch = r.get("pointing_game"), r.get("chance")
+                    value = None if pg is None or ch is None else pg - ch
+                else:
+                    value = r.get(key)
+                value = np.nan if value is None else float(value)
+                if r["layer"] == "fusion":
+                    fused = value
+                else:
+                    pts.append((int(r["map_size"][0]), value))
+            pts.sort()
+            line = ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=method)[0]
+            if fused is not None:
+                ax.plot([fusion_x], [fused], "s", color=line.get_color())
+        paper = [r for r in rows if r["layer"] == paper_layer]
+        if paper:
+            side = int(paper[0]["map_size"][0])
+            ax.axvline(side, color="#888", ls="--", lw=1)
+            ax.annotate(
+                "paper's layer",
+                (side, 0.95),
+                xycoords=("data", "axes fraction"),
+                fontsize=7,
+                color="#555",
+                ha="left",
+            )
+        if key == "pointing_minus_chance":
+            ax.axhline(0.0, color="#bbb", lw=0.8)
+        ticks = sides + ([fusion_x] if any(r["layer"] == "fusion" for r in rows) else [])
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(
+            ticks,
+            [f"{s}x{s}" for s in sides] + (["fusion"] if len(ticks) > len(sides) else []),
+            fontsize=7,
+        )
+        ax.minorticks_off()
+        ax.set_xlabel("explained layer (map size)")
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Localisation by layer and CAM method (mean over active units)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def unit_part_pair(
+    encoder: Sequence[Sequence[float | None]],
+    decoder: Sequence[Sequence[float | None]],
+    regions: Sequence[str],
+    units: Sequence[int],
+    agreement: float | None,
+    encoder_label: str = "encoder side (Grad-CAM)",
+) -> Figure:
+    """The unit x part share matrices of the encoder and the decoder side, side by side.
+
+    Rows are ``units`` (the matrices' rows in that order), columns ``regions``; cells are
+    the share of each unit's map mass in the region (rows sum to 1; blank = no mass).
+    """
+    enc = np.asarray([[np.nan if v is None else v for v in row] for row in encoder], dtype=float)
+    dec = np.asarray([[np.nan if v is None else v for v in row] for row in decoder], dtype=float)
+    finite = np.concatenate([enc[np.isfinite(enc)], dec[np.isfinite(dec)]])
+    vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    fig, axes = plt.subplots(
+        1, 2, figsize=(2 * (0.42 * len(regions) + 1.6), 0.28 * len(units) + 1.8), sharey=True
+    )
+    for ax, mat, title in (
+        (axes[0], enc, encoder_label),
+        (axes[1], dec, "decoder side (|d x / d z_k|)"),
+    ):
+        im = ax.imshow(mat, cmap="magma", aspect="auto", vmin=0.0, vmax=vmax)
+        ax.set_xticks(range(len(regions)), list(regions), rotation=45, ha="right", fontsize=7)
+        ax.set_title(title, fontsize=9)
+    axes[0].set_yticks(range(len(units)), [f"unit {u}" for u in units], fontsize=7)
+    fig.colorbar(im, ax=list(axes), fraction=0.03, label="share of the unit's map mass")
+    score = "n/a" if agreement is None or not np.isfinite(agreement) else f"{agreement:.2f}"
+    fig.suptitle(f"Unit x part matrices; matrix agreement (Pearson) {score}", fontsize=10)
+    return fig
+
+
+def captioned_panels(
+    rows: Sequence[Sequence[np.ndarray]],
+    captions: Sequence[Sequence[str]],
+    col_labels: Sequence[str],
+    row_labels: Sequence[str],
+    title: str = "",
+) -> Figure:
+    """A grid of uint8 (H, W, 3) panels with a short caption under every panel."""
+    nrows, ncols = len(rows), len(col_labels)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(1.7 * ncols + 0.8, 1.95 * nrows + 0.5), squeeze=False
+    )
+    for r in range(nrows):
+        for c in range(ncols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(rows[r]):
+                ax.imshow(rows[r][c], interpolation="nearest")
+            if c < len(captions[r]) and captions[r][c]:
+                ax.set_xlabel(captions[r][c], fontsize=7)
+            if r == 0:
+                ax.set_title(col_labels[c], fontsize=8)
+            if c == 0:
+                ax.set_ylabel(row_labels[r], fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

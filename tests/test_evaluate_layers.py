@@ -208,3 +208,26 @@ def test_evaluate_cli_layers_and_methods(
     assert list(m["localisation"]["layers"]) == ["encoder.blocks.0", "encoder.blocks.2"]
     printed = capsys.readouterr().out
     assert "encoder.blocks.0   hirescam" in printed
+
+
+def test_factor_scores_per_method_match_maps_recomputed(vae_metrics: tuple) -> None:
+    from latentcam.data.classes import REGIONS
+    from latentcam.explain import metrics as M
+    from latentcam.explain.cam import latent_cams, upsample
+
+    m, batch = vae_metrics
+    scored = [f for f in m["disentanglement"]["factors"] if "per_method" in f]
+    assert scored
+    f = scored[0]
+    assert set(f["per_method"]) == {"gradcam", "layercam"}
+    assert f["per_method"]["gradcam"] == f["per_layer"]
+    model, x = batch.run.model, batch.images[:12]
+    maps = upsample(
+        latent_cams(model, x, units=[f["unit"]], layer="encoder.blocks.0", method="layercam").maps,
+        x.shape[-1],
+    )
+    ids = tuple(i for r in f["regions"] for i in REGIONS[r])
+    sc = M.region_scores(maps, batch.parts[:12], "target", {"target": ids})
+    got = f["per_method"]["layercam"]["encoder.blocks.0"]
+    assert got["pointing_game"] == pytest.approx(float(sc.hits.float().mean()))
+    assert got["energy_in_part"] == pytest.approx(float(sc.energy.nanmean()), abs=1e-6)

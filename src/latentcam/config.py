@@ -111,6 +111,7 @@ class TrainConfig:
     attention_weight: float = 0.0  # weight of the overlap term (0 = off, the paper's training)
     attention_layer: str = ""  # layer whose maps are penalised ("" = the model's explain layer)
     attention_units: int = 16  # units drawn at random per step (pairs grow as units^2)
+    attention_post: str = "abs"  # abs (Liu et al.'s code; maps cannot vanish) | relu
 
 
 @dataclass
@@ -188,6 +189,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "model.decoder": ("plain", "residual"),
     "data.target": ("parts", "binary"),
     "train.recon_loss": ("mse", "bce"),
+    "train.attention_post": ("abs", "relu"),
     "train.seg_loss": ("bce_jaccard", "jaccard", "dice", "ce", "ce_dice"),
     "train.strategy": ("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"),
     "train.accelerator": ("cpu", "gpu", "cuda", "mps", "auto"),

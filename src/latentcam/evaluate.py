@@ -41,7 +41,7 @@ and returns one JSON-ready dict. Its sections (keys) are:
     MIG (Chen et al. 2018) and DCI (Eastwood & Williams 2018) as in disentanglement_lib, the
     best unit per factor (highest mutual information), and whether that unit's Grad-CAM map
     lands on the region the factor moves (at the paper's layer; ``per_layer`` at every
-    explained layer).
+    explained layer; ``per_method[method][layer]`` for every compared CAM method).
 ``sanity``
     Adebayo et al. 2018's cascading randomisation: the encoder's layers are re-initialised from
     the top down and the mean rank correlation of the maps with the trained maps is reported
@@ -302,7 +302,7 @@ def evaluate(
     # --- disentanglement on known factors
     if batch.factors is not None and N >= 16:
         result["disentanglement"] = _disentanglement(
-            batch, mu.cpu(), bank, explained, parts_m, method
+            batch, mu.cpu(), bank, explained, parts_m, method, methods
         )
     # --- sanity check, on the units (by KL) whose maps are not zero everywhere: a constant
     # map cannot be rank-correlated (with a linear head, a unit's map can be all zero).
@@ -395,6 +395,7 @@ def _disentanglement(
     layers: Sequence[str],
     parts_m: torch.Tensor | None,
     method: str,
+    methods: Sequence[str] = (),
 ) -> dict[str, Any]:
     assert batch.factors is not None
     model = bank.model
@@ -424,11 +425,30 @@ def _disentanglement(
     scored_layers = [paper_layer, *(layer for layer in layers if layer != paper_layer)]
     distinct = sorted(set(units))
     col = {u: i for i, u in enumerate(distinct)}
-    cams = (
-        {layer: bank.image_maps(layer, method, distinct) for layer in scored_layers}
+    others = [m for m in dict.fromkeys(methods) if m != method]
+    cams: dict[str, dict[str, torch.Tensor]] = (
+        {
+            m: {layer: bank.image_maps(layer, m, distinct) for layer in scored_layers}
+            for m in [method, *others]
+        }
         if parts_m is not None
         else {}
     )
+
+    def scores_of(maps: torch.Tensor, ids: tuple[int, ...]) -> dict[str, Any]:
+        assert parts_m is not None
+        sc = M.region_scores(maps, parts_m, "target", {"target": ids})
+        scores: dict[str, Any] = {
+            "energy_in_part": _mean(sc.energy),
+            "pointing_game": _mean(sc.hits.float()),
+            "chance": _mean(sc.chance),
+        }
+        scores["lands_on_part"] = bool(
+            scores["pointing_game"] > scores["chance"]
+            and scores["energy_in_part"] > scores["chance"]
+        )
+        return scores
+
     for f, name in enumerate(batch.factor_names):
         entry: dict[str, Any] = {
             "factor": name,
@@ -439,20 +459,14 @@ def _disentanglement(
         if cams and parts_m is not None and regions and len(regions) < len(REGIONS) - 1:
             ids = tuple(i for r in regions for i in REGIONS[r])
             j = col[units[f]]
-            per_layer: dict[str, Any] = {}
-            for layer, maps in cams.items():
-                sc = M.region_scores(maps[:, j : j + 1], parts_m, "target", {"target": ids})
-                scores: dict[str, Any] = {
-                    "energy_in_part": _mean(sc.energy),
-                    "pointing_game": _mean(sc.hits.float()),
-                    "chance": _mean(sc.chance),
-                }
-                scores["lands_on_part"] = bool(
-                    scores["pointing_game"] > scores["chance"]
-                    and scores["energy_in_part"] > scores["chance"]
-                )
-                per_layer[layer] = scores
+            per_method = {
+                m: {layer: scores_of(maps[:, j : j + 1], ids) for layer, maps in by_layer.items()}
+                for m, by_layer in cams.items()
+            }
+            per_layer = per_method[method]
             entry.update(regions=regions, **per_layer[paper_layer], per_layer=per_layer)
+            if others:
+                entry["per_method"] = per_method
         per_factor.append(entry)
     out["factors"] = per_factor
     return out

@@ -26,11 +26,14 @@ def test_attention_maps_of_a_linear_encoder_by_hand() -> None:
     A = torch.randn(2, 3, 4, 4, requires_grad=True)
     W = torch.randn(5, 48)
     mu = A.flatten(1) @ W.T  # mu_k = <W_k, vec(A)>: d mu_k / dA = W_k
-    maps = attention_maps(A, mu, torch.tensor([0, 2, 4]))
     alpha = W.view(5, 3, 4, 4).mean((-2, -1))  # Grad-CAM weights: spatial mean of W_k
-    expected = torch.relu(torch.einsum("kc,bchw->bkhw", alpha, A))[:, [0, 2, 4]]
-    torch.testing.assert_close(maps, _scaled(expected), rtol=1e-5, atol=1e-6)
-    assert maps.requires_grad  # a loss on the maps trains A (and W through mu's graph)
+    weighted = torch.einsum("kc,bchw->bkhw", alpha, A)[:, [0, 2, 4]]
+    for post, expected in (("relu", torch.relu(weighted)), ("abs", weighted.abs())):
+        maps = attention_maps(A, mu, torch.tensor([0, 2, 4]), post=post)
+        torch.testing.assert_close(maps, _scaled(expected), rtol=1e-5, atol=1e-6)
+        assert maps.requires_grad  # a loss on the maps trains A (and W through mu's graph)
+    with pytest.raises(InputError, match="post 'sqrt'"):
+        attention_maps(A, mu, torch.tensor([0]), post="sqrt")
 
 
 def test_attention_maps_equal_the_engine_on_a_model() -> None:
@@ -43,9 +46,10 @@ def test_attention_maps_equal_the_engine_on_a_model() -> None:
     mu = model(x).mu
     handle.remove()
     units = torch.tensor([1, 5, 6])
-    ours = attention_maps(feats[0], mu, units)
-    engine = latent_cams(model, x, units=units.tolist()).maps  # gradcam, relu
-    torch.testing.assert_close(ours.detach(), _scaled(engine), rtol=1e-4, atol=1e-5)
+    for post in ("relu", "abs"):
+        ours = attention_maps(feats[0], mu, units, post=post)
+        engine = latent_cams(model, x, units=units.tolist(), post=post).maps  # gradcam
+        torch.testing.assert_close(ours.detach(), _scaled(engine), rtol=1e-4, atol=1e-5)
 
 
 def test_attention_overlap_by_hand() -> None:
@@ -109,6 +113,8 @@ def test_training_with_the_attention_term_logs_it(_session_cache: Path, tmp_path
 def test_attention_config_errors() -> None:
     with pytest.raises(ConfigError, match="train.attention_weight"):
         load_config(["tiny"], ["train.attention_weight=-1"])
+    with pytest.raises(ConfigError, match="train.attention_post"):
+        load_config(["tiny"], ["train.attention_post=square"])
     with pytest.raises(ConfigError, match="train.attention_units"):
         load_config(["tiny"], ["train.attention_weight=1", "train.attention_units=1"])
     cfg = load_config(

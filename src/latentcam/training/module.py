@@ -12,7 +12,8 @@ Objectives, per ``ModelConfig.kind`` (terms from :mod:`latentcam.training.losses
   segmentation "VAE" has no KL term.
 - any kind, when ``train.attention_weight > 0``: ``+ attention_weight * overlap``, the mean
   soft IoU between the Grad-CAM maps (at ``train.attention_layer``) of pairs of
-  ``train.attention_units`` units drawn at random each step: Liu et al. (CVPR 2020)'s
+  ``train.attention_units`` units drawn at random each step (maps ``|sum_c alpha_c A_c|``
+  by default, ``train.attention_post``): Liu et al. (CVPR 2020)'s
   attention-disentanglement loss (:func:`latentcam.training.losses.attention_overlap`). It is
   a training-only term: ``val/loss`` stays the plain objective.
 
@@ -201,7 +202,9 @@ class LatentcamModule(pl.LightningModule):
         K = out.mu.shape[1]
         T = min(self.cfg.train.attention_units, K)
         units = torch.randperm(K, device=out.mu.device)[:T]
-        maps = losses.attention_maps(self._features, out.mu, units)
+        maps = losses.attention_maps(
+            self._features, out.mu, units, post=self.cfg.train.attention_post
+        )
         return losses.attention_overlap(maps)
 
     # -- objective ---------------------------------------------------------------------

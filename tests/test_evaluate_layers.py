@@ -27,6 +27,7 @@ ROW_KEYS = {
     "spearman_cam_effect",
     "top10_iou_cam_effect",
     "spearman_cam_decoder",
+    "dead_fraction",
 }
 BLOCKS = ["encoder.blocks.0", "encoder.blocks.1", "encoder.blocks.2"]
 

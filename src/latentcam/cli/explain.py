@@ -19,7 +19,8 @@ LAYER_HELP = (
     "'all' (every encoder block), 'fusion' (maps of the blocks of at least 8x8 and the last "
     "block, normalised, upsampled and averaged, as LayerCAM), 'auto' (the layer that localises "
     "best on these images: best mean rank over pointing game minus chance, energy in part and "
-    "agreement with effect maps; the choice and its reason go to layer_choice.json)"
+    "agreement with effect maps; explain writes the choice and its reason to "
+    "layer_choice.json, evaluate and report to localisation.auto)"
 )
 
 

@@ -4,10 +4,12 @@ Grad-CAM (Liu et al. 2020) asks where the *encoder* looked to set mu_k. The reve
 question, "which pixels (and which face parts) does z_k drive", is answered by the
 decoder's Jacobian: for unit k, the map
 
-    D_k[p] = || d decode(z)[:, p] / d z_k ||_2    (norm over the output channels at pixel p)
+    D_k[p] = mean_c | d decode(z)[c, p] / d z_k |    (mean over the output channels at p)
 
-is the first-order, exact counterpart of the traversal effect map
-|decode(z + d e_k) - decode(z - d e_k)| (:func:`latentcam.explain.traversal.effect_maps`).
+is, up to the factor 2d, the first-order counterpart of the traversal effect map
+mean_c |decode(z + d e_k) - decode(z - d e_k)| (:func:`latentcam.explain.traversal.effect_maps`,
+which averages over channels the same way): the two agree where the decoder is close to
+linear over the step, and D is exact at z.
 It is computed with forward-mode automatic differentiation (one Jacobian-vector product
 per unit, vmapped over units: ``torch.func.jvp`` inside ``torch.func.vmap``), so all K
 columns cost about K decoder passes with dual numbers, with no backward.
@@ -65,7 +67,8 @@ def _jacobian_columns(
     from torch.func import jvp, vmap
 
     def decode(latent: Tensor) -> Tensor:
-        return decoded_output(model.decode(latent, cond), output)
+        with torch.no_grad():  # forward-mode only: keep no graph for a backward
+            return decoded_output(model.decode(latent, cond), output)
 
     tangents = torch.zeros(units.numel(), *z.shape, dtype=z.dtype, device=z.device)
     tangents[torch.arange(units.numel()), :, units] = 1.0  # (T, N, K): e_k for every image
@@ -98,7 +101,7 @@ def decoder_maps(
     units: Sequence[int] | Tensor | None = None,
     output: str = "auto",
 ) -> Tensor:
-    """Per-pixel norm over channels of d decode(z) / d z_k: float (N, T, H, W) >= 0.
+    """Per-pixel mean over channels of |d decode(z) / d z_k|: float (N, T, H, W) >= 0.
 
     The maps of :func:`decoder_jacobian` (see there for the arguments and the method).
     """
@@ -113,7 +116,7 @@ def decoder_jacobian(
     output: str = "auto",
     chunk: int = UNIT_CHUNK,
 ) -> DecoderMaps:
-    """Per-pixel norm over channels of d decode(z) / d z_k, for each unit k.
+    """Per-pixel mean over channels of |d decode(z) / d z_k|, for each unit k.
 
     Exact, by forward-mode AD (``torch.func.jvp`` vmapped over units), in eval mode (so a
     batch-norm decoder uses its running statistics and images stay independent). If forward
@@ -164,7 +167,7 @@ def decoder_jacobian(
                     exact = False
             if not exact:
                 cols = _fd_columns(model, z, cond, part, output)
-            out.append(cols.detach().float().square().sum(2).sqrt().transpose(0, 1))
+            out.append(cols.detach().float().abs().mean(2).transpose(0, 1))
     return DecoderMaps(maps=torch.cat(out, dim=1), exact=exact)
 
 
@@ -221,9 +224,14 @@ def map_agreement(a: Tensor, b: Tensor) -> Tensor:
         a, b: (N, T, H, W) (e.g. upsampled Grad-CAM and :func:`decoder_maps`).
 
     Returns:
-        float (T,) in [-1, 1]; NaN for units whose maps are constant on every image.
+        float (T,) in [-1, 1]. Where a map of ``a`` is constant (a Grad-CAM map that is zero
+        everywhere) it ranks nothing and counts as 0, as in the localisation scores; NaN only
+        where ``b`` is constant on every image.
     """
-    return M.rank_correlation(a, b).nanmean(0)
+    values = a.flatten(2)
+    flat = values.amax(-1) <= values.amin(-1)  # (N, T)
+    rho = M.rank_correlation(a, b)
+    return torch.where(flat, torch.zeros_like(rho), rho).nanmean(0)
 
 
 def matrix_agreement(a: Tensor, b: Tensor, centre: bool = False) -> float:

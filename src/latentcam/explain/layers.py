@@ -72,6 +72,7 @@ SCORE_KEYS = (
     "spearman_cam_effect",
     "top10_iou_cam_effect",
     "spearman_cam_decoder",
+    "dead_fraction",
 )
 
 
@@ -353,19 +354,28 @@ def localisation_scores(
             f"cams {tuple(cams.shape)}, effects {tuple(effects.shape)} and {len(regions)} "
             "regions must describe the same (N, T) maps"
         )
-    # A map that is zero everywhere (ReLU of a negative sum) has no ranking: its correlation
-    # is NaN and left out of the mean over images.
+    # A map that is constant (zero everywhere: ReLU of a negative sum) points nowhere. It is
+    # scored as a uniform map: correlation 0, energy and pointing at chance (region_scores),
+    # so layers whose maps die are not scored on their few live maps only.
+    values = cams.flatten(2)
+    flat = values.amax(-1) <= values.amin(-1)  # (N, T)
     cam_ranks = _ranks(cams)
     if effect_ranks is None:
         effect_ranks = _ranks(effects)
+
+    def agreement(other_ranks: Tensor) -> Tensor:
+        rho = M.pearson(cam_ranks, other_ranks).float()
+        return torch.where(flat, torch.zeros_like(rho), rho).nanmean(0)
+
     out = {
-        "spearman_cam_effect": M.pearson(cam_ranks, effect_ranks).float().nanmean(0),
+        "spearman_cam_effect": agreement(effect_ranks),
         "top10_iou_cam_effect": M.top_fraction_iou(cams, effects, 0.10).float().nanmean(0),
+        "dead_fraction": flat.float().mean(0),
     }
     if decoder is not None:
         if decoder_ranks is None:
             decoder_ranks = _ranks(decoder)
-        out["spearman_cam_decoder"] = M.pearson(cam_ranks, decoder_ranks).float().nanmean(0)
+        out["spearman_cam_decoder"] = agreement(decoder_ranks)
     if parts is not None:
         T = cams.shape[1]
         energy = torch.full((T,), float("nan"))
@@ -374,9 +384,7 @@ def localisation_scores(
         for region in sorted(set(regions) - {"none"}):  # one call per region, not per unit
             cols = [k for k, r in enumerate(regions) if r == region]
             sc = M.region_scores(cams[:, cols], parts, region)
-            valid = ~sc.energy.isnan()
-            energy_sum = torch.where(valid, sc.energy, torch.zeros_like(sc.energy)).sum(0)
-            energy[cols] = (energy_sum / valid.sum(0)).float().cpu()
+            energy[cols] = sc.energy.float().mean(0).cpu()
             hits[cols] = sc.hits.float().mean(0).cpu()
             chance[cols] = sc.chance.float().mean().cpu()
         out.update(energy_in_part=energy, pointing_game=hits, chance=chance)
@@ -396,6 +404,7 @@ class ComparisonRow:
     spearman_cam_effect: float = float("nan")
     top10_iou_cam_effect: float = float("nan")
     spearman_cam_decoder: float = float("nan")
+    dead_fraction: float = float("nan")
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("layer", "method", "map_size", *SCORE_KEYS)}

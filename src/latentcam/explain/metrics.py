@@ -205,16 +205,20 @@ class RegionScores(NamedTuple):
 
     Attributes:
         region: the region's name (a key of REGIONS).
-        energy: (B, K) share of each map's energy inside the region (NaN for empty maps).
-        hits: (B, K) bool, pointing-game hits.
+        energy: (B, K) share of each map's energy inside the region.
+        hits: (B, K) float, pointing-game hits (1 or 0).
         chance: (B,) the region's area share: the expected energy and hit rate of a map that
             ignores the image.
+        flat: (B, K) bool, maps that are constant (e.g. zero everywhere after a ReLU). A flat
+            map points nowhere: it is scored as a uniform map would be, energy = hits =
+            chance, so it neither drops out of a mean nor scores a hit at pixel (0, 0).
     """
 
     region: str
     energy: Tensor
     hits: Tensor
     chance: Tensor
+    flat: Tensor
 
 
 def region_scores(
@@ -239,12 +243,13 @@ def region_scores(
         raise InputError(f"unknown region '{region}'; choose one of {', '.join(regions)}")
     ids = torch.as_tensor(tuple(regions[region]), device=parts.device, dtype=torch.long)
     mask = torch.isin(parts, ids)
-    return RegionScores(
-        region=region,
-        energy=energy_in_region(maps, mask),
-        hits=pointing_game(maps, mask, tolerance=tolerance),
-        chance=region_share(mask),
-    )
+    chance = region_share(mask)  # (B,)
+    values = maps.flatten(2)
+    flat = values.amax(-1) <= values.amin(-1)  # (B, K)
+    uniform = chance[:, None].to(maps.dtype).expand_as(flat)
+    energy = torch.where(flat, uniform, energy_in_region(maps, mask).to(maps.dtype))
+    hits = torch.where(flat, uniform, pointing_game(maps, mask, tolerance=tolerance).to(maps.dtype))
+    return RegionScores(region=region, energy=energy, hits=hits, chance=chance, flat=flat)
 
 
 class UnitPartTable(NamedTuple):

@@ -146,7 +146,15 @@ def explain_run(
     folder = ensure_dir(out)
     layers = list(request.layers)
     if request.auto:
-        choice = choose_layer(model, batch.images, batch.cond, batch.parts, method=method)
+        # the choice is made on at most 32 images (maps and effect maps of every unit)
+        m = min(32, batch.images.shape[0])
+        choice = choose_layer(
+            model,
+            batch.images[:m],
+            None if batch.cond is None else batch.cond[:m],
+            None if batch.parts is None else batch.parts[:m],
+            method=method,
+        )
         write_json(
             folder / "layer_choice.json",
             {

@@ -69,31 +69,6 @@ def sanity_curve(curve: Sequence[Mapping[str, Any]], threshold: float = 0.5) -> 
     return fig
 
 
-def layer_comparison(layers: Mapping[str, Mapping[str, Any]]) -> Figure:
-    """Grouped bars of the mean localisation scores per explained layer."""
-    keys = [
-        "energy_in_part",
-        "pointing_game",
-        "chance",
-        "spearman_cam_effect",
-        "top10_iou_cam_effect",
-    ]
-    names = list(layers)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(names) + 2), 3.2))
-    width = 0.8 / len(keys)
-    for i, key in enumerate(keys):
-        vals = [layers[n]["mean_over_active"].get(key, np.nan) for n in names]
-        vals = [np.nan if v is None else v for v in vals]
-        ax.bar(np.arange(len(names)) + (i - len(keys) / 2 + 0.5) * width, vals, width, label=key)
-    labels = [f"{n}\n{'x'.join(map(str, layers[n].get('map_size', [])))}" for n in names]
-    ax.set_xticks(range(len(names)), labels, fontsize=8)
-    ax.set_ylabel("score (mean over active units)")
-    ax.set_title("Localisation by explained layer")
-    ax.legend(fontsize=7, ncol=3)
-    fig.tight_layout()
-    return fig
-
-
 def metric_vs_latent(
     rows: Sequence[Mapping[str, Any]], metric: str, x: str = "latent", line: str = "size"
 ) -> Figure:

@@ -27,6 +27,7 @@ Variants (recipe ``vae64`` with K = 32 latent units, 4 strided conv blocks to 4x
 - ``attention8``: the same term on the 8x8 block (``train.attention_layer=encoder.blocks.2``);
 - ``spatial``: a spatial latent, 2 channels at the 4x4 map (32 units, each tied to a cell;
   ``model.bottleneck=spatial``);
+- ``spatial4``: a spatial latent with 4 channels per cell (64 units);
 - ``spatial_attention``: the spatial latent with the attention term.
 
     python benchmarks/localisation.py --minutes 6 --out benchmarks/localisation.md
@@ -73,6 +74,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "spatial": (
         "spatial latent: 2 channels x 4x4 cells",
         ["model.bottleneck=spatial", "model.latent_dim=2"],
+    ),
+    "spatial4": (
+        "spatial latent: 4 channels x 4x4 cells (64 units)",
+        ["model.bottleneck=spatial", "model.latent_dim=4"],
     ),
     "spatial_attention": (
         "spatial latent + attention-disentanglement loss",
@@ -226,11 +231,12 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         )
     lines += [
         "",
-        "Means over active units; the part is the one each unit's traversal moves most.",
+        "Means over active units; the part is the one each unit's traversal moves most. A map "
+        "that is zero everywhere (dead maps: their share) is scored as a uniform map.",
         "",
         "| variant | layer | map | method | pointing (chance) | energy in part | "
-        "Spearman vs effect | Spearman vs decoder |",
-        "|---|---|---|---|---|---|---|---|",
+        "Spearman vs effect | Spearman vs decoder | dead maps |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         for row in r["rows"]:
@@ -241,7 +247,7 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
                 f"| {r['variant']} | {row['layer']}{paper} | {size_text} | {row['method']} | "
                 f"{_f(row.get('pointing_game'))} ({_f(row.get('chance'))}) | "
                 f"{_f(row.get('energy_in_part'))} | {_f(row.get('spearman_cam_effect'))} | "
-                f"{_f(row.get('spearman_cam_decoder'))} |"
+                f"{_f(row.get('spearman_cam_decoder'))} | {_f(row.get('dead_fraction'), 2)} |"
             )
     lines += [
         "",

@@ -27,18 +27,9 @@ import httpx
 import torch
 from playwright.sync_api import sync_playwright
 
+from latentcam.app import CHROMIUM_ARGS, CHROMIUM_PATH
 from latentcam.app.server import create_app, serve_in_thread
 from latentcam.app.session import ExplorerSession
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def _row(name: str, values: list[float]) -> str:
@@ -83,7 +74,7 @@ def main() -> None:
 
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(
-                executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
+                executable_path=CHROMIUM_PATH, args=list(CHROMIUM_ARGS)
             )
             page = browser.new_page(viewport={"width": 1360, "height": 900})
             page.goto(url)

@@ -196,6 +196,7 @@ def evaluate(
         },
     }
     Nm = min(N, max_map_images)
+    result["map_images"] = Nm  # images behind the maps, effect maps and localisation scores
     x_m = images[:Nm]
     c_m = None if cond is None else cond[:Nm]
     parts_m = None if batch.parts is None else batch.parts[:Nm]

@@ -21,27 +21,18 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Download, Page, Request, sync_playwright
 
+from latentcam.app import CHROMIUM_ARGS, CHROMIUM_PATH
 from latentcam.app.server import create_app, serve_in_thread
 from latentcam.app.session import ExplorerSession
 
 Open = Callable[..., ExplorerSession]
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
+            executable_path=CHROMIUM_PATH, args=list(CHROMIUM_ARGS)
         )
         yield chromium
         chromium.close()

@@ -385,7 +385,7 @@ def _where_it_acts(report: Report, b: RunData, m: dict[str, Any]) -> None:
     sec.text(
         "Where the encoder looked (Grad-CAM, Liu et al. 2020) against where the unit acts on "
         "the output: the effect map |decode(mu + 3e_k) - decode(mu - 3e_k)| and the exact "
-        "decoder gradient map ||d decode(z) / d z_k|| (forward-mode AD). "
+        "decoder gradient map mean_c |d decode(z)_c / d z_k| (forward-mode AD). "
         f"The paper explains {paper}; "
         + (
             f"'auto' chose {auto['reason']}"
@@ -430,7 +430,7 @@ def _where_it_acts(report: Report, b: RunData, m: dict[str, Any]) -> None:
         f"paper's layer\n{paper}\n({method})",
         f"{'auto' if auto else 'best'} layer\n{layer}\n({best_method})",
         "effect map\n|x(+3) - x(-3)|",
-        "decoder gradient\n||dx / dz_k||",
+        "decoder gradient\nmean |dx / dz_k|",
     ]
     fig = plots.captioned_panels(rows, captions, heads, [f"unit {u}" for u in units])
     sec.figure(
@@ -452,7 +452,7 @@ def _where_it_acts(report: Report, b: RunData, m: dict[str, Any]) -> None:
     sec.table(
         table,
         "Layer x method comparison, means over the active units on "
-        f"{min(m['num_images'], 32)} images: energy of the map inside the region the unit moves "
+        f"{m.get('map_images', min(m['num_images'], 32))} images: energy of the map inside the region the unit moves "
         "(Wang et al. 2020), pointing game (Zhang et al. 2016) and its chance level (the "
         "region's area), Spearman and top-10% IoU with the effect map, Spearman with the "
         "decoder gradient map.",

@@ -53,6 +53,7 @@ from typing import Any
 import torch
 
 from latentcam.evaluate import evaluate, jsonable
+from latentcam.explain.layers import FUSION
 from latentcam.io import atomic_write, ensure_dir
 from latentcam.runs import open_run_data
 
@@ -123,7 +124,7 @@ def _train(name: str, overrides: list[str], args: argparse.Namespace) -> Path:
 
 def _evaluate(name: str, run: Path, args: argparse.Namespace) -> dict[str, Any]:
     batch = open_run_data(run, None, n=args.n, split="val", progress=False)
-    layers = [*batch.run.model.encoder_layers(), "fusion"]
+    layers = [*batch.run.model.encoder_layers(), FUSION]
     result = evaluate(
         batch,
         layers=layers,
@@ -132,14 +133,13 @@ def _evaluate(name: str, run: Path, args: argparse.Namespace) -> dict[str, Any]:
         sanity=False,
         progress=False,
     )
-    metrics = json.loads((run / "metrics.json").read_text())
-    val = metrics.get("val", metrics)
+    metrics = json.loads((run / "metrics.json").read_text())  # the run's final validation
     dis = result.get("disentanglement", {})
     return {
         "variant": name,
         "what": VARIANTS[name][0],
-        "steps": metrics.get("global_step", metrics.get("step")),
-        "psnr": val.get("val/psnr"),
+        "steps": metrics["global_step"],
+        "psnr": metrics.get("val/psnr"),
         "active": result["units"]["active"],
         "latent_dim": result["latent_dim"],
         "mig": dis.get("mig"),

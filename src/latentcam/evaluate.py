@@ -120,10 +120,6 @@ HEADLINE_ATTRIBUTES = (
 )
 
 
-def _mean(t: torch.Tensor) -> float:
-    return mean_finite(t)
-
-
 def _comparison_layers(model: torch.nn.Module, wanted: Sequence[str]) -> list[str]:
     """``wanted`` in a stable order: encoder blocks shallow to deep, other names, fusion."""
     blocks = [b for b in encoder_blocks(model) if b in wanted]
@@ -358,7 +354,7 @@ def _decoder_section(
         "method": method,
         "exact": exact,
         "spearman_cam_decoder": rho.tolist(),
-        "spearman_cam_decoder_mean": _mean(rho),
+        "spearman_cam_decoder_mean": mean_finite(rho),
         "regions": list(REGIONS),
         "unit_part_decoder": None,
         "unit_part_encoder": None,
@@ -440,9 +436,9 @@ def _disentanglement(
         assert parts_m is not None
         sc = M.region_scores(maps, parts_m, "target", {"target": ids})
         scores: dict[str, Any] = {
-            "energy_in_part": _mean(sc.energy),
-            "pointing_game": _mean(sc.hits.float()),
-            "chance": _mean(sc.chance),
+            "energy_in_part": mean_finite(sc.energy),
+            "pointing_game": mean_finite(sc.hits.float()),
+            "chance": mean_finite(sc.chance),
         }
         scores["lands_on_part"] = bool(
             scores["pointing_game"] > scores["chance"]
@@ -526,8 +522,8 @@ def _segmentation(
             entry: dict[str, Any] = {"target": res.target_names[i]}
             if parts_m is not None:
                 mask = (parts_m >= 2) if binary else (parts_m == c)
-                entry["energy_in_class"] = _mean(M.energy_in_region(maps[:, i : i + 1], mask))
-                entry["chance"] = _mean(M.region_share(mask))
+                entry["energy_in_class"] = mean_finite(M.energy_in_region(maps[:, i : i + 1], mask))
+                entry["chance"] = mean_finite(M.region_share(mask))
             cams_out[name] = entry
     out["seg_grad_cam"] = cams_out
     out["classes"] = cfg.model.seg_classes

@@ -515,25 +515,6 @@ def _check_images(x: torch.Tensor) -> None:
         )
 
 
-def _explain(
-    model: nn.Module,
-    x: torch.Tensor,
-    cond: torch.Tensor | None,
-    targets: Sequence[Target] | None,
-    of: str,
-    seed: int,
-    layer: str | nn.Module | None,
-    method: str,
-    post: str,
-    chunk_size: int | None,
-) -> CamResult:
-    """Shared engine, one method; ``targets=None`` means every latent unit of ``of``."""
-    results = _explain_methods(
-        model, x, cond, targets, of, seed, layer, (method,), post, chunk_size
-    )
-    return results[method]
-
-
 def _explain_methods(
     model: nn.Module,
     x: torch.Tensor,
@@ -546,7 +527,10 @@ def _explain_methods(
     post: str,
     chunk_size: int | None,
 ) -> dict[str, CamResult]:
-    """Shared engine: one forward and one set of gradients, every method's weighting of them."""
+    """The engine: one forward and one set of gradients, every method's weighting of them.
+
+    ``targets=None`` means every latent unit of ``of``; returns method -> CamResult.
+    """
     if not methods:
         raise InputError(f"no CAM method given; choose from: {', '.join(METHODS)}")
     for method in methods:
@@ -667,12 +651,16 @@ def latent_cams(
         InputError: unknown layer/method/post-op, unit index out of range.
     """
     if units is None:
-        return _explain(model, x, cond, None, of, seed, layer, method, post, chunk_size)
+        return _explain_methods(model, x, cond, None, of, seed, layer, (method,), post, chunk_size)[
+            method
+        ]
     indices = [int(k) for k in (units.tolist() if isinstance(units, torch.Tensor) else units)]
     if not indices:
         raise InputError("units is empty; give at least one latent unit index (or None for all)")
     targets = latent_targets(indices, of=of, seed=seed)
-    return _explain(model, x, cond, targets, of, seed, layer, method, post, chunk_size)
+    return _explain_methods(model, x, cond, targets, of, seed, layer, (method,), post, chunk_size)[
+        method
+    ]
 
 
 def latent_cams_by_method(
@@ -729,7 +717,9 @@ def compute_cams(
     resolved = [as_target(t) for t in targets]
     if not resolved:
         raise InputError("targets is empty; give at least one target")
-    return _explain(model, x, cond, resolved, "mu", 0, layer, method, post, chunk_size)
+    return _explain_methods(model, x, cond, resolved, "mu", 0, layer, (method,), post, chunk_size)[
+        method
+    ]
 
 
 # ----------------------------------------------------------------------------- post-processing

@@ -228,8 +228,7 @@ def map_agreement(a: Tensor, b: Tensor) -> Tensor:
         everywhere) it ranks nothing and counts as 0, as in the localisation scores; NaN only
         where ``b`` is constant on every image.
     """
-    values = a.flatten(2)
-    flat = values.amax(-1) <= values.amin(-1)  # (N, T)
+    flat = M.flat_maps(a)  # (N, T)
     rho = M.rank_correlation(a, b)
     return torch.where(flat, torch.zeros_like(rho), rho).nanmean(0)
 

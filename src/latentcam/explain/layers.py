@@ -357,8 +357,7 @@ def localisation_scores(
     # A map that is constant (zero everywhere: ReLU of a negative sum) points nowhere. It is
     # scored as a uniform map: correlation 0, energy and pointing at chance (region_scores),
     # so layers whose maps die are not scored on their few live maps only.
-    values = cams.flatten(2)
-    flat = values.amax(-1) <= values.amin(-1)  # (N, T)
+    flat = M.flat_maps(cams)  # (N, T)
     cam_ranks = _ranks(cams)
     if effect_ranks is None:
         effect_ranks = _ranks(effects)

@@ -221,6 +221,13 @@ class RegionScores(NamedTuple):
     flat: Tensor
 
 
+def flat_maps(maps: Tensor) -> Tensor:
+    """(B, K, H, W) -> (B, K) bool: maps that are constant (e.g. zero everywhere after a
+    ReLU). Such a map points nowhere; the localisation scores count it as a uniform map."""
+    values = maps.flatten(2)
+    return values.amax(-1) <= values.amin(-1)
+
+
 def region_scores(
     maps: Tensor,
     parts: Tensor,
@@ -244,8 +251,7 @@ def region_scores(
     ids = torch.as_tensor(tuple(regions[region]), device=parts.device, dtype=torch.long)
     mask = torch.isin(parts, ids)
     chance = region_share(mask)  # (B,)
-    values = maps.flatten(2)
-    flat = values.amax(-1) <= values.amin(-1)  # (B, K)
+    flat = flat_maps(maps)  # (B, K)
     uniform = chance[:, None].to(maps.dtype).expand_as(flat)
     energy = torch.where(flat, uniform, energy_in_region(maps, mask).to(maps.dtype))
     hits = torch.where(flat, uniform, pointing_game(maps, mask, tolerance=tolerance).to(maps.dtype))

@@ -19,9 +19,8 @@ mask, softmax for parsing), drawn with a class palette.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -31,6 +30,7 @@ from torch import nn
 
 from latentcam.data.classes import ATTRIBUTE_NAMES
 from latentcam.errors import InputError
+from latentcam.explain.hooks import eval_mode
 from latentcam.models.base import Decoded, GenerativeModel
 
 log = logging.getLogger(__name__)
@@ -86,17 +86,6 @@ def _device(model: nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
     return torch.device("cpu")
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode inside the block (BatchNorm statistics fixed, z = mu); restored after."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 def decoded_output(decoded: Decoded, output: str) -> Tensor:
@@ -214,7 +203,7 @@ def effect_maps(
     index = _unit_index(units, K).to(device)
     Kp = index.numel()
     cond = None if cond is None else torch.as_tensor(cond, device=device).float()
-    with _eval_mode(model):
+    with eval_mode(model):
         step = torch.zeros(Kp, K, device=device)
         step[torch.arange(Kp, device=device), index] = delta  # (K', K), row j = delta e_{k_j}
         plus = (mu.unsqueeze(1) + step.unsqueeze(0)).reshape(B * Kp, K)  # (B*K', K)
@@ -304,7 +293,7 @@ def traverse(
         raise InputError(f"x must be images (B, 3, H, W); got {tuple(x.shape)}")
     cond = None if cond is None else torch.as_tensor(cond, device=device).float()
     step_values = _steps(steps, PAPER_STEPS if mode == "additive" else SIGMA_STEPS).to(device)
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         mu, _ = model.encode(x, cond)
         B, K = mu.shape
         index = _unit_index(units, K)
@@ -386,7 +375,7 @@ def attribute_traversal(
     index = _unit_index(attrs, A, what="attribute")
     step_values = _steps(steps, ATTRIBUTE_STEPS).to(device)
     Ap, S = index.numel(), step_values.numel()
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         mu, _ = model.encode(x, cond)
         base = decoded_output(model.decode(mu, cond), output)
         changed = cond[:, None, None, :].expand(B, Ap, S, A).clone()  # (B, A', S, A)

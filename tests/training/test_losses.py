@@ -16,6 +16,7 @@ from latentcam.training.losses import (
     kl_divergence,
     kl_per_unit,
     kl_weight,
+    lovasz_loss,
     mask_bce,
     parsing_ce,
     recon_bce,
@@ -199,6 +200,59 @@ def test_multiclass_jaccard_dice() -> None:
     assert ids == pytest.approx(soft_jaccard_loss(random_logits, onehot).item())
 
 
+# -- Lovasz (Berman et al. 2018) -------------------------------------------------------
+
+
+def hard_iou(pred: torch.Tensor, target: torch.Tensor, cls: int) -> float:
+    inter = ((pred == cls) & (target == cls)).sum().item()
+    return inter / ((pred == cls) | (target == cls)).sum().item()
+
+
+def test_lovasz_hinge_on_hard_logits_is_twice_the_iou_loss() -> None:
+    g = torch.Generator().manual_seed(0)
+    target = (torch.rand(2, 8, 8, generator=g) > 0.5).long()
+    pred = (torch.rand(2, 8, 8, generator=g) > 0.5).long()
+    logits = (2.0 * pred - 1.0).unsqueeze(1)  # +-1: right pixels error 0, wrong ones 2
+    expected = 2 * (1 - hard_iou(pred, target, 1))
+    assert lovasz_loss(logits, target).item() == pytest.approx(expected, rel=1e-6)
+    # with a margin of 3 the right pixels have no error and the loss is 0
+    perfect = (2.0 * target - 1.0).unsqueeze(1) * 3
+    assert lovasz_loss(perfect, target).item() == 0.0
+
+
+def test_lovasz_hinge_hand_case() -> None:
+    # two pixels, both in the mask, logits 0.5 and -1: errors 0.5 and 2.
+    # Sorted [2, 0.5]: J after the first error = 1 - 1/2, after both = 1 -> grads [0.5, 0.5]
+    logits = torch.tensor([[[[0.5, -1.0]]]])
+    target = torch.ones(1, 1, 2)
+    assert lovasz_loss(logits, target).item() == pytest.approx(2 * 0.5 + 0.5 * 0.5)
+
+
+def test_lovasz_softmax_on_one_hot_probs_is_the_mean_iou_loss() -> None:
+    g = torch.Generator().manual_seed(0)
+    target = torch.randint(0, 3, (2, 8, 8), generator=g)
+    pred = torch.randint(0, 3, (2, 8, 8), generator=g)
+    logits = F.one_hot(pred, 3).permute(0, 3, 1, 2).float() * 60.0  # softmax = one-hot
+    expected = 1 - sum(hard_iou(pred, target, c) for c in range(3)) / 3
+    assert lovasz_loss(logits, target).item() == pytest.approx(expected, rel=1e-5)
+    # a class absent from the target is left out (classes='present')
+    target[target == 2] = 0
+    expected = 1 - (hard_iou(pred, target, 0) + hard_iou(pred, target, 1)) / 2
+    assert lovasz_loss(logits, target).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_lovasz_per_image_averages_images() -> None:
+    logits = torch.full((2, 1, 2, 2), -1.0)
+    logits[0] = 1.0  # image 0 predicts everything, image 1 nothing
+    target = torch.ones(2, 2, 2)
+    target[1, 0] = 0.0
+    # image 0: 4 of 4 predicted -> loss 0; image 1: none of its 2 predicted -> 2 (1 - 0)
+    per_image = lovasz_loss(logits, target, per_image=True).item()
+    assert per_image == pytest.approx((0.0 + 2.0) / 2)
+    pooled = 1 - 4 / 6  # intersection 4 of union 6 over the batch
+    assert lovasz_loss(logits, target).item() == pytest.approx(2 * pooled)
+
+
 # -- dispatch, errors, gradients -------------------------------------------------------
 
 
@@ -214,6 +268,8 @@ def test_seg_loss_dispatch(classes: int) -> None:
         "dice": dice_loss(logits, target),
         "ce": ce,
         "ce_dice": ce + dice_loss(logits, target),
+        "lovasz": lovasz_loss(logits, target),
+        "ce_lovasz": ce + lovasz_loss(logits, target),
     }
     assert set(expected) == set(SEG_LOSSES)
     for name, value in expected.items():

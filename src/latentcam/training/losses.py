@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from latentcam.errors import ConfigError, InputError
 
 #: Names accepted by :func:`seg_loss` (TrainConfig.seg_loss).
-SEG_LOSSES = ("bce_jaccard", "jaccard", "dice", "ce", "ce_dice")
+SEG_LOSSES = ("bce_jaccard", "jaccard", "dice", "ce", "ce_dice", "lovasz", "ce_lovasz")
 
 #: Smoothing of the soft Jaccard and Dice ratios (segmentation_models' default).
 SMOOTH = 1e-5
@@ -267,11 +267,74 @@ def bce_jaccard_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor
     return _cross_entropy(logits, target) + soft_jaccard_loss(logits, target)
 
 
+def _lovasz_grad(sorted_target: torch.Tensor) -> torch.Tensor:
+    """Gradient of the Lovasz extension of the Jaccard loss at errors sorted descending.
+
+    ``sorted_target`` (N,) float in {0, 1}: the ground truth in the order of decreasing
+    error. Entry i is J(first i + 1 errors) - J(first i errors), J = 1 - IoU when those
+    pixels are the mistakes (Berman et al. 2018, Eq. 8-9).
+    """
+    total = sorted_target.sum()
+    intersection = total - sorted_target.cumsum(0)
+    union = total + (1.0 - sorted_target).cumsum(0)
+    jaccard = 1.0 - intersection / union
+    return torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+
+
+def lovasz_loss(
+    logits: torch.Tensor, target: torch.Tensor, per_image: bool = False
+) -> torch.Tensor:
+    """Lovasz loss: a convex surrogate that optimises the IoU itself (Berman, Rannen Triki
+    & Blaschko, "The Lovasz-Softmax loss", CVPR 2018).
+
+    P = 1: the Lovasz hinge on the logits (errors 1 - logit * sign, sign +1 on the mask,
+    -1 off it; negative errors count as 0). P > 1: the Lovasz-softmax on the softmax
+    probabilities (errors |onehot - p|), averaged over the classes present in the target
+    (``classes='present'`` of the paper's code). Pixels are pooled over the batch
+    (``per_image=False``, as :func:`soft_jaccard_loss`) or scored per image and averaged.
+
+    On hard predictions it is the IoU loss of the prediction: exactly 1 - IoU for P > 1 with
+    one-hot probabilities (averaged over present classes), and 2 (1 - IoU) for P = 1 with
+    logits of +-1 (each wrong pixel has error 2, each right one 0).
+
+    Args:
+        logits: (B, P, H, W) float logits.
+        target: class ids (B, H, W) (or the {0, 1} mask for P = 1); see the module docstring.
+
+    Returns:
+        Scalar float32 >= 0 (0 for a perfect prediction with margin).
+    """
+    _check_logits(logits, target, "lovasz_loss")
+    B, P, H, W = logits.shape
+    if P == 1:
+        truth = target.reshape(B, H * W).float()
+        errors = (1.0 - logits.float().reshape(B, H * W) * (2.0 * truth - 1.0)).clamp_min(0.0)
+        truth, errors = truth.unsqueeze(1), errors.unsqueeze(1)  # (B, 1, N)
+    else:
+        probs, onehot = _probs_and_onehot(logits, target)
+        truth = onehot.reshape(B, P, H * W)
+        errors = (truth - probs.reshape(B, P, H * W)).abs()
+    if not per_image:  # pool the batch: one (1, P, B * N) set of pixels
+        truth = truth.transpose(0, 1).reshape(1, truth.shape[1], -1)
+        errors = errors.transpose(0, 1).reshape(1, errors.shape[1], -1)
+    losses = []
+    for image_truth, image_errors in zip(truth, errors, strict=True):
+        for class_truth, class_errors in zip(image_truth, image_errors, strict=True):
+            if P > 1 and class_truth.sum() == 0:
+                continue  # the class is absent from this target
+            ordered, order = torch.sort(class_errors, descending=True)
+            losses.append(torch.dot(ordered, _lovasz_grad(class_truth[order])))
+    if not losses:  # no class present anywhere (P > 1 with an empty target): nothing to fit
+        return logits.float().sum() * 0.0
+    return torch.stack(losses).mean()
+
+
 def seg_loss(name: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Segmentation loss by name (``TrainConfig.seg_loss``), binary or multi-class.
 
     ``bce_jaccard`` (the paper) | ``jaccard`` | ``dice`` | ``ce`` (BCE for P = 1, softmax
-    cross-entropy for P > 1) | ``ce_dice`` (ce + dice).
+    cross-entropy for P > 1) | ``ce_dice`` (ce + dice) | ``lovasz`` (:func:`lovasz_loss`) |
+    ``ce_lovasz`` (ce + lovasz).
 
     Raises:
         ConfigError: an unknown name.
@@ -286,6 +349,10 @@ def seg_loss(name: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Ten
         return _cross_entropy(logits, target)
     if name == "ce_dice":
         return _cross_entropy(logits, target) + dice_loss(logits, target)
+    if name == "lovasz":
+        return lovasz_loss(logits, target)
+    if name == "ce_lovasz":
+        return _cross_entropy(logits, target) + lovasz_loss(logits, target)
     raise ConfigError(
         f"config key 'train.seg_loss' is '{name}'; choose one of: {', '.join(SEG_LOSSES)}"
     )

@@ -64,6 +64,9 @@ class ModelConfig:
     # smallest map (side min_feature_size), so mu is (B, latent_dim * s * s), channel-major
     decoder: str = "plain"  # plain (transposed conv per level, the paper) | residual (upsample + conv + residual block)
     coord_channels: bool = False  # x/y coordinate channels at every decoder level (CoordConv)
+    logvar_init: float = 0.0  # initial bias of the logvar layer; 0 keeps PyTorch's default init.
+    # A negative value (e.g. -6) starts with a nearly deterministic posterior, so the decoder
+    # is not fed noise of SD 1 at step 0: faster early training when the KL weight is 0 or small
 
 
 @dataclass

@@ -163,9 +163,15 @@ def test_segvae_outputs(classes: int, with_image: bool) -> None:
 
 @pytest.mark.parametrize("kind", ["vae", "cvae", "segvae"])
 def test_spatial_bottleneck_residual_decoder_coords(kind: str) -> None:
-    cfg = tiny(kind=kind, image_size=64, num_layers=4, min_feature_size=16, bottleneck="spatial")
-    cfg.decoder = "residual"  # type: ignore[attr-defined]  # optional field, read by getattr
-    cfg.coord_channels = True  # type: ignore[attr-defined]
+    cfg = tiny(
+        kind=kind,
+        image_size=64,
+        num_layers=4,
+        min_feature_size=16,
+        bottleneck="spatial",
+        decoder="residual",
+        coord_channels=True,
+    )
     model = build_model(cfg).eval()
     x, cond = inputs(cfg)
     out = model(x, cond)
@@ -215,6 +221,19 @@ def test_eval_z_is_mu_and_train_z_is_reparameterised(kind: str) -> None:
     eps = torch.randn_like(out.mu)
     torch.testing.assert_close(out.z, out.mu + torch.exp(0.5 * out.logvar) * eps)
     assert not torch.allclose(out.z, out.mu)
+
+
+@pytest.mark.parametrize("bottleneck", ["vector", "spatial"])
+def test_logvar_init_sets_the_starting_posterior_sd(bottleneck: str) -> None:
+    cfg = tiny(kind="segvae", bottleneck=bottleneck, logvar_init=-6.0)
+    model = build_model(cfg)
+    assert torch.all(model.head.logvar.bias == -6.0)
+    x, _ = inputs(cfg)
+    out = model.train()(x)
+    # logvar = W h - 6 with W h small at init: the sampling noise starts at SD ~ e^-3
+    assert out.logvar.mean().item() == pytest.approx(-6.0, abs=1.0)
+    default = build_model(tiny(kind="segvae", bottleneck=bottleneck))
+    assert default.head.logvar.bias.abs().max().item() < 1.0  # PyTorch's default init
 
 
 @pytest.mark.parametrize(

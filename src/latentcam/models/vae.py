@@ -24,8 +24,6 @@ from latentcam.models.base import Decoded, GenerativeModel, VAEOutput
 from latentcam.models.blocks import DECODERS, Decoder, Encoder, LatentHead, LayerShape
 
 
-#: Extra ModelConfig options read with getattr (defaults = the paper's shape), until the
-#: config schema has them: decoder style and CoordConv channels in the decoder.
 class VAE(GenerativeModel):
     """Convolutional VAE: ``forward(x) -> VAEOutput(recon, mu, logvar, z)``.
 
@@ -78,6 +76,10 @@ class VAE(GenerativeModel):
             bottleneck=cfg.bottleneck,
             activation=cfg.activation,
         )
+        if cfg.logvar_init != 0.0:
+            logvar_layer = self.head.logvar
+            assert isinstance(logvar_layer, nn.Linear | nn.Conv2d) and logvar_layer.bias is not None
+            nn.init.constant_(logvar_layer.bias, cfg.logvar_init)
         spatial = cfg.bottleneck == "spatial"
         self.latent_shape: tuple[int, ...] = (
             (cfg.latent_dim, side, side) if spatial else (cfg.latent_dim,)

@@ -10,19 +10,19 @@ the same wall-clock time (``--minutes``), then is scored on the whole validation
 - ``unet``: ``UNet(in_ch=3, out_ch=P, base=32, depth=4)``, the peer;
 - ``segvae_paper``: the paper's shape, recipe ``segvae64`` (vector latent K = 5, 5 conv
   blocks to 4x4, linear head);
-- ``segvae_spatial``: our best bottleneck-only SegVAE: ``segvae64`` with a spatial latent
-  (8 channels at 16x16, ``model.bottleneck=spatial``, ``model.min_feature_size=16``,
-  ``model.latent_dim=8``), ``model.downsample=pool``, ``model.decoder=residual``,
-  ``model.coord_channels=true``.
+- ``segvae_spatial``: our bottleneck-only SegVAE, recipe ``segvae64_spatial`` (a spatial
+  latent of 8 channels at 16x16, 4 conv blocks of at most 128 channels, plain decoder,
+  logvar layer starting at -6).
 
 Targets (``--target``): ``binary``, the paper's mask (every part but background and skin;
 P = 1 logit, loss ``bce_jaccard``, KL weight 0 as in the paper's code); ``parts``, the 19
-CelebAMask-HQ classes (P = 19, loss ``ce_dice``, KL weight ``--beta-parts``, default 0.01,
-on the KL summed over latent units and averaged over the batch). Scores: ``iou`` = IoU of
-the binary mask, pooled over all validation pixels (for ``parts`` derived from the argmax:
-class >= 2); ``miou`` = mean IoU over the 19 classes (``parts`` only; classes absent from
-both prediction and target are left out, as in training's ``val/miou``); gaps are
-variant minus U-Net, in IoU points x 100.
+CelebAMask-HQ classes (P = 19, loss ``ce_dice``, KL weight ``--beta-parts``, default 0 as for
+the mask; a positive weight multiplies the KL summed over latent units and averaged over the
+batch, which grows with the number of units: 5 for the paper's shape, 2048 for the spatial
+one). Scores: ``iou`` = IoU of the binary mask, pooled over all validation pixels (for
+``parts`` derived from the argmax: class >= 2); ``miou`` = mean IoU over the 19 classes
+(``parts`` only; classes absent from both prediction and target are left out, as in
+training's ``val/miou``); gaps are variant minus U-Net, in IoU points x 100.
 
 Training: Adam (lr 1e-3), batch 32, seeded (the same model init seed and the same batch
 order for every variant), ``torch.set_num_threads(--threads)``, fp32 on the CPU; the clock
@@ -61,36 +61,25 @@ from latentcam.models import UNet, build_model
 from latentcam.models.segvae import predicted_labels
 from latentcam.training.losses import kl_divergence, seg_loss
 
-#: Recipe every SegVAE variant starts from (the paper's 64 px segmentation VAE).
-RECIPE = "segvae64"
 #: First class id of the paper's binary mask (0 background and 1 skin are left out).
 FIRST_MASK_ID = BINARY_MASK_IDS[0]
 
 
 @dataclass(frozen=True)
 class Variant:
-    """One segmenter: the U-Net peer (``overrides`` None) or a SegVAE (``RECIPE`` + overrides)."""
+    """One segmenter: the U-Net peer (``recipe`` None) or a SegVAE (a packaged recipe +
+    config overrides; image size and classes are set by the run)."""
 
     name: str
     description: str
-    overrides: tuple[str, ...] | None
+    recipe: str | None
+    overrides: tuple[str, ...] = ()
 
 
 VARIANTS: tuple[Variant, ...] = (
     Variant("unet", "U-Net, 4 levels, base 32 (peer)", None),
-    Variant("segvae_paper", "SegVAE, paper shape: vector K=5, 5 blocks", ()),
-    Variant(
-        "segvae_spatial",
-        "SegVAE, spatial 8x16x16, pool, residual, coords",
-        (
-            "model.bottleneck=spatial",
-            "model.min_feature_size=16",
-            "model.latent_dim=8",
-            "model.downsample=pool",
-            "model.decoder=residual",
-            "model.coord_channels=true",
-        ),
-    ),
+    Variant("segvae_paper", "SegVAE, paper shape: vector K=5, 5 blocks", "segvae64"),
+    Variant("segvae_spatial", "SegVAE, spatial 8x16x16, 4 blocks", "segvae64_spatial"),
 )
 
 
@@ -140,14 +129,14 @@ def make_targets(names: Sequence[str], beta_parts: float) -> list[Target]:
 
 def build_segmenter(variant: Variant, target: Target, size: int) -> nn.Module:
     """A fresh model of ``variant`` for ``target`` at ``size`` px (seed torch first)."""
-    if variant.overrides is None:
+    if variant.recipe is None:
         return UNet(in_ch=3, out_ch=target.classes, base=32, depth=4)
     overrides = [
         *variant.overrides,
         f"model.image_size={size}",
         f"model.seg_classes={target.classes}",
     ]
-    return build_model(load_config([RECIPE], overrides).model)
+    return build_model(load_config([variant.recipe], overrides).model)
 
 
 def forward_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -314,7 +303,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     parser.add_argument(
-        "--beta-parts", type=float, default=0.01, help="KL weight of the SegVAEs for parts"
+        "--beta-parts", type=float, default=0.0, help="KL weight of the SegVAEs for parts"
     )
     parser.add_argument("--max-steps", type=int, default=0, help="also stop here (0 = no cap)")
     parser.add_argument("--seed", type=int, default=0)

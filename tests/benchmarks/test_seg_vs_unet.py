@@ -12,7 +12,8 @@ from types import ModuleType
 import pytest
 import torch
 
-from latentcam.models import UNet
+from latentcam.config import load_config
+from latentcam.models import UNet, build_model
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "seg_vs_unet.py"
 
@@ -76,6 +77,15 @@ def test_quick_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # the parts head has 18 more 3x3 output channels than the binary one (+ their biases)
     paper_b, paper_p = by_key[("binary", "segvae_paper")], by_key[("parts", "segvae_paper")]
     assert paper_p.params - paper_b.params == 18 * (9 * 32 + 1)
+    # the spatial variant is the packaged recipe at the run's size and classes
+    for target, classes in (("binary", 1), ("parts", 19)):
+        cfg = load_config(
+            ["segvae64_spatial"], ["model.image_size=32", f"model.seg_classes={classes}"]
+        )
+        model = build_model(cfg.model)
+        assert model.latent_shape == (8, 16, 16)
+        expected = sum(p.numel() for p in model.parameters())
+        assert by_key[(target, "segvae_spatial")].params == expected
     for r in results:
         peer = by_key[(r.target, "unet")]
         assert r.steps == 2  # --quick caps the steps
@@ -92,7 +102,7 @@ def test_quick_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     stdout = capsys.readouterr().out.strip().splitlines()
     summary = json.loads(stdout[-1])  # the last line is the JSON object
     assert [row["iou"] for row in summary["results"]] == [r.iou for r in results]
-    assert summary["beta_parts"] == 0.01
+    assert summary["beta_parts"] == 0.0
     table = out.read_text()
     assert table.count("\n| binary |") == 3 and table.count("\n| parts |") == 3
     assert "KL weight 0 (the paper's code)" in table

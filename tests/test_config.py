@@ -71,3 +71,18 @@ def test_packaged_recipes_load_by_name() -> None:
     assert load_config(["segvae64"]).model.latent_dim == 5
     with pytest.raises(ConfigError, match="recipe name"):
         load_config(["no_such_recipe"])
+
+
+def test_choices_match_what_the_code_accepts() -> None:
+    # the config's allowed values are the names the code dispatches on (no import cycle in
+    # config.py, so the lists are written twice; this keeps them equal)
+    from latentcam.config import _CHOICES
+    from latentcam.models.blocks import ACTIVATIONS, DECODERS, NORMS
+    from latentcam.training.losses import SEG_LOSSES
+
+    assert _CHOICES["train.seg_loss"] == SEG_LOSSES
+    assert set(_CHOICES["model.norm"]) == set(NORMS)
+    assert set(_CHOICES["model.activation"]) == set(ACTIVATIONS)
+    assert set(_CHOICES["model.decoder"]) == set(DECODERS)
+    cfg = load_config(["segvae64_spatial"], ["train.seg_loss=ce_lovasz"])
+    assert cfg.train.seg_loss == "ce_lovasz"

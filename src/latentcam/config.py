@@ -96,7 +96,9 @@ class TrainConfig:
     beta: float = 1.0  # KL weight (beta-VAE, Higgins et al. 2017); SegVAE 0 = the paper's code
     kl_warmup_steps: int = 0  # linear KL warm-up from 0 to beta (Bowman et al. 2016)
     recon_loss: str = "mse"  # mse | bce
-    seg_loss: str = "bce_jaccard"  # bce_jaccard (paper) | jaccard | dice | ce | ce_dice
+    seg_loss: str = (
+        "bce_jaccard"  # bce_jaccard (paper) | jaccard | dice | ce | ce_dice | lovasz | ce_lovasz
+    )
     seg_weight: float = 1.0  # SegVAE: weight of the segmentation loss
     recon_weight: float = 1.0  # weight of the image reconstruction loss where there is one
     grad_clip: float = 0.0  # clip gradient norm to this value (0 = off)
@@ -193,7 +195,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "data.target": ("parts", "binary"),
     "train.recon_loss": ("mse", "bce"),
     "train.attention_post": ("abs", "relu"),
-    "train.seg_loss": ("bce_jaccard", "jaccard", "dice", "ce", "ce_dice"),
+    "train.seg_loss": ("bce_jaccard", "jaccard", "dice", "ce", "ce_dice", "lovasz", "ce_lovasz"),
     "train.strategy": ("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"),
     "train.accelerator": ("cpu", "gpu", "cuda", "mps", "auto"),
     "train.precision": ("auto", "32", "16-mixed", "bf16-mixed", "64"),

@@ -96,9 +96,8 @@ class TrainConfig:
     beta: float = 1.0  # KL weight (beta-VAE, Higgins et al. 2017); SegVAE 0 = the paper's code
     kl_warmup_steps: int = 0  # linear KL warm-up from 0 to beta (Bowman et al. 2016)
     recon_loss: str = "mse"  # mse | bce
-    seg_loss: str = (
-        "bce_jaccard"  # bce_jaccard (paper) | jaccard | dice | ce | ce_dice | lovasz | ce_lovasz
-    )
+    seg_loss: str = "bce_jaccard"  # bce_jaccard (paper) | jaccard | dice | ce | ce_dice |
+    # lovasz | ce_lovasz (the Lovasz surrogate of the IoU, alone or + cross-entropy)
     seg_weight: float = 1.0  # SegVAE: weight of the segmentation loss
     recon_weight: float = 1.0  # weight of the image reconstruction loss where there is one
     grad_clip: float = 0.0  # clip gradient norm to this value (0 = off)

@@ -24,7 +24,8 @@ one). Scores: ``iou`` = IoU of the binary mask, pooled over all validation pixel
 (``parts`` only; classes absent from both prediction and target are left out, as in
 training's ``val/miou``); gaps are variant minus U-Net, in IoU points x 100.
 
-Training: Adam (lr 1e-3), batch 32, seeded (the same model init seed and the same batch
+Training: Adam (lr 1e-3, constant or, with ``--schedule cosine``, annealed to 0 over the
+variant's budget), batch 32, seeded (the same model init seed and the same batch
 order for every variant), ``torch.set_num_threads(--threads)``, fp32 on the CPU; the clock
 counts the training steps (batch slicing included), not building the model or scoring.
 Output: a Markdown table (stdout, and ``--out FILE.md``); the last line printed is a JSON
@@ -199,6 +200,7 @@ def train_and_score(
     batch_size: int,
     lr: float,
     seed: int,
+    schedule: str = "constant",
 ) -> Result:
     """Train one variant for ``seconds`` of wall clock (or ``max_steps`` steps, if > 0),
     then score it on the whole validation split."""
@@ -218,6 +220,9 @@ def train_and_score(
         if len(queue) < batch_size:
             queue = np.concatenate([queue, order.permutation(len(images))])
         pos, queue = torch.from_numpy(queue[:batch_size]), queue[batch_size:]
+        if schedule == "cosine":
+            for group in optimiser.param_groups:
+                group["lr"] = cosine_lr(lr, time.perf_counter() - start, seconds)
         x, y = as_inputs(images[pos], labels[pos])
         logits, kl = forward_logits(model, x)
         loss = seg_loss(target.loss, logits, y) + beta * kl
@@ -255,6 +260,12 @@ def train_and_score(
         iou=scores.iou,
         miou=scores.miou,
     )
+
+
+def cosine_lr(lr: float, elapsed: float, seconds: float) -> float:
+    """Learning rate annealed over the wall-clock budget: lr (1 + cos(pi t / T)) / 2,
+    t = ``elapsed``, T = ``seconds`` (Loshchilov & Hutter, SGDR, without restarts)."""
+    return 0.5 * lr * (1.0 + math.cos(math.pi * min(1.0, elapsed / seconds)))
 
 
 def add_gaps(results: list[Result]) -> None:
@@ -302,6 +313,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=64, help="image side in pixels")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    parser.add_argument(
+        "--schedule",
+        choices=("constant", "cosine"),
+        default="constant",
+        help="learning rate: constant, or cosine-annealed to 0 over each variant's --minutes",
+    )
     parser.add_argument(
         "--beta-parts", type=float, default=0.0, help="KL weight of the SegVAEs for parts"
     )
@@ -358,6 +375,7 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
                 max_steps=args.max_steps,
                 batch_size=args.batch_size,
                 lr=args.lr,
+                schedule=args.schedule,
                 seed=args.seed,
             )
             print(
@@ -371,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
 
     header = (
         f"Segmentation at equal wall-clock time: {args.minutes:g} min per variant, "
-        f"{args.threads} thread(s), Adam lr {args.lr:g}, batch {args.batch_size}, seed "
+        f"{args.threads} thread(s), Adam lr {args.lr:g} ({args.schedule}), batch {args.batch_size}, seed "
         f"{args.seed}{f', at most {args.max_steps} steps' if args.max_steps > 0 else ''}; "
         f"data {args.data} ({data.layout}, {args.size} px, {len(data.splits['train'])} train / "
         f"{len(data.splits['val'])} val). Binary: bce_jaccard, KL weight 0 (the paper's code). "

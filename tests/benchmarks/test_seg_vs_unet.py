@@ -50,6 +50,14 @@ def test_score_labels_parts_by_hand() -> None:
     assert scores.miou == pytest.approx((1.0 + 0.0 + 0.5 + 0.0) / 4)
 
 
+def test_cosine_lr_by_hand() -> None:
+    assert bench.cosine_lr(1e-3, 0.0, 60.0) == pytest.approx(1e-3)
+    assert bench.cosine_lr(1e-3, 30.0, 60.0) == pytest.approx(5e-4)
+    assert bench.cosine_lr(1e-3, 15.0, 60.0) == pytest.approx(5e-4 * (1 + math.sqrt(0.5)))
+    assert bench.cosine_lr(1e-3, 60.0, 60.0) == pytest.approx(0.0, abs=1e-12)
+    assert bench.cosine_lr(1e-3, 90.0, 60.0) == pytest.approx(0.0, abs=1e-12)  # past the budget
+
+
 def test_predicted_labels() -> None:
     binary = torch.tensor([[[[0.5, -0.1], [0.0, 3.0]]]])  # (1, 1, 2, 2)
     assert bench.predicted_labels(binary).tolist() == [[[1, 0], [0, 1]]]

@@ -278,6 +278,9 @@ class LatentHead(nn.Module):
     - ``spatial``: a 1x1 conv each for mu and logvar to K channels at the s x s map
       (``mlp``: 1x1 conv to ``hidden`` -> act first), flattened channel-major:
       K' = K * s * s and unit index k' = k * s * s + p * s + q for channel k at (p, q).
+
+    ``logvar_init`` (ModelConfig.logvar_init): the bias the logvar layer starts at; 0 keeps
+    PyTorch's default initialisation.
     """
 
     def __init__(
@@ -289,6 +292,7 @@ class LatentHead(nn.Module):
         hidden: int,
         bottleneck: str,
         activation: str,
+        logvar_init: float = 0.0,
     ) -> None:
         super().__init__()
         if head not in ("linear", "mlp"):
@@ -304,8 +308,8 @@ class LatentHead(nn.Module):
             width = hidden if head == "mlp" else channels
             self.hidden = nn.Conv2d(channels, hidden, 1) if head == "mlp" else nn.Identity()
             self.act = make_activation(activation) if head == "mlp" else nn.Identity()
-            self.mu: nn.Module = nn.Conv2d(width, latent_dim, 1)
-            self.logvar: nn.Module = nn.Conv2d(width, latent_dim, 1)
+            self.mu: nn.Linear | nn.Conv2d = nn.Conv2d(width, latent_dim, 1)
+            self.logvar: nn.Linear | nn.Conv2d = nn.Conv2d(width, latent_dim, 1)
         else:
             features = channels * size * size
             width = hidden if head == "mlp" else features
@@ -313,6 +317,9 @@ class LatentHead(nn.Module):
             self.act = make_activation(activation) if head == "mlp" else nn.Identity()
             self.mu = nn.Linear(width, latent_dim)
             self.logvar = nn.Linear(width, latent_dim)
+        if logvar_init != 0.0:  # 0 keeps PyTorch's default init of the bias
+            assert self.logvar.bias is not None
+            nn.init.constant_(self.logvar.bias, logvar_init)
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = features if self.spatial else torch.flatten(features, 1)  # (B, C*s*s) for vector

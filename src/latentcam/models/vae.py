@@ -75,11 +75,8 @@ class VAE(GenerativeModel):
             hidden=cfg.head_hidden,
             bottleneck=cfg.bottleneck,
             activation=cfg.activation,
+            logvar_init=cfg.logvar_init,
         )
-        if cfg.logvar_init != 0.0:
-            logvar_layer = self.head.logvar
-            assert isinstance(logvar_layer, nn.Linear | nn.Conv2d) and logvar_layer.bias is not None
-            nn.init.constant_(logvar_layer.bias, cfg.logvar_init)
         spatial = cfg.bottleneck == "spatial"
         self.latent_shape: tuple[int, ...] = (
             (cfg.latent_dim, side, side) if spatial else (cfg.latent_dim,)

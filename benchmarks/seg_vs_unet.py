@@ -12,7 +12,7 @@ the same wall-clock time (``--minutes``), then is scored on the whole validation
   blocks to 4x4, linear head);
 - ``segvae_spatial``: our bottleneck-only SegVAE, recipe ``segvae64_spatial`` (a spatial
   latent of 8 channels at 16x16, 4 conv blocks of at most 128 channels, plain decoder,
-  logvar layer starting at -6).
+  logvar layer starting at -6, ReLU).
 
 Targets (``--target``): ``binary``, the paper's mask (every part but background and skin;
 P = 1 logit, loss ``bce_jaccard``, KL weight 0 as in the paper's code); ``parts``, the 19

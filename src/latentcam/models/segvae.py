@@ -29,8 +29,8 @@ measured choice (``benchmarks/seg_vs_unet.py``, numbers in the README):
 
 Measured while choosing (binary mask, synthetic faces, batch 32, one thread, one seed,
 IoU on 384 validation images): every 16x16 variant with LeakyReLU learned at nearly the
-same rate per step (about 0.81-0.86 IoU after 100 steps, 0.89-0.91 after 337, 0.91-0.92 after 505,
-0.93 after 823); ``downsample="pool"`` led early (0.855 vs 0.807 at 100 steps) but was
+same rate per step (about 0.81-0.86 IoU after 100 steps, 0.89-0.91 after 337,
+0.91-0.92 after 505, 0.93 after 823); ``downsample="pool"`` led early (0.855 vs 0.807 at 100 steps) but was
 even by 337 steps at 1.25x the cost; 256 channels, 64 base channels, K = 16, a
 pixel-shuffle decoder with residual blocks at 16x16, Adam lr 2e-3 and the Lovasz loss
 gained nothing per step. A 32x32 x 4 latent behind 3 blocks learned slower (0.910 after

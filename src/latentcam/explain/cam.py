@@ -650,17 +650,18 @@ def latent_cams(
     Raises:
         InputError: unknown layer/method/post-op, unit index out of range.
     """
-    if units is None:
-        return _explain_methods(model, x, cond, None, of, seed, layer, (method,), post, chunk_size)[
-            method
-        ]
-    indices = [int(k) for k in (units.tolist() if isinstance(units, torch.Tensor) else units)]
-    if not indices:
-        raise InputError("units is empty; give at least one latent unit index (or None for all)")
-    targets = latent_targets(indices, of=of, seed=seed)
-    return _explain_methods(model, x, cond, targets, of, seed, layer, (method,), post, chunk_size)[
-        method
-    ]
+    targets: list[Target] | None = None  # None: every latent unit of ``of``
+    if units is not None:
+        indices = [int(k) for k in (units.tolist() if isinstance(units, torch.Tensor) else units)]
+        if not indices:
+            raise InputError(
+                "units is empty; give at least one latent unit index (or None for all)"
+            )
+        targets = latent_targets(indices, of=of, seed=seed)
+    results = _explain_methods(
+        model, x, cond, targets, of, seed, layer, (method,), post, chunk_size
+    )
+    return results[method]
 
 
 def latent_cams_by_method(
@@ -717,9 +718,10 @@ def compute_cams(
     resolved = [as_target(t) for t in targets]
     if not resolved:
         raise InputError("targets is empty; give at least one target")
-    return _explain_methods(model, x, cond, resolved, "mu", 0, layer, (method,), post, chunk_size)[
-        method
-    ]
+    results = _explain_methods(
+        model, x, cond, resolved, "mu", 0, layer, (method,), post, chunk_size
+    )
+    return results[method]
 
 
 # ----------------------------------------------------------------------------- post-processing

@@ -227,6 +227,23 @@ def test_injected_nan_stops_and_keeps_the_last_good_checkpoint(
     assert not (run / "metrics.json").exists()  # not a finished run: --resume can continue
 
 
+def test_a_zero_kl_weight_drops_the_term_even_when_the_kl_is_infinite(cache: Path) -> None:
+    # the paper's segmentation "VAE" has no KL term: with weight 0 an overflowing KL
+    # (logvar > 88 in float32) must not turn the objective into 0 * inf = NaN
+    from latentcam.training.module import LatentcamModule
+
+    module = LatentcamModule(tiny(cache, *KINDS["segvae_binary"]))
+    image = torch.rand(2, 3, 32, 32)
+    batch = {"image": image, "parts": (image[:, 0] > 0.5).long()}
+    with torch.no_grad():
+        out = module(batch)
+    huge = out._replace(logvar=torch.full_like(out.logvar, 200.0))
+    with torch.no_grad():
+        terms = module.loss_terms(batch, huge, kl_w=0.0)
+        assert math.isinf(float(terms.kl)) and float(terms.total) == float(terms.seg)
+        assert math.isinf(float(module.loss_terms(batch, huge, kl_w=0.5).total))
+
+
 def test_huge_learning_rate_stops_before_any_save(cache: Path, tmp_path: Path) -> None:
     with pytest.raises(TrainingDivergedError, match=r"train.lr=1e\+30.*none yet"):
         train(tiny(cache, "train.lr=1e30"), tmp_path / "lr", progress=False)

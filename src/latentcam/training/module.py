@@ -226,7 +226,9 @@ class LatentcamModule(pl.LightningModule):
         if self.kind == "segvae":
             assert out.seg_logits is not None, "a segvae returns seg_logits"
             seg = losses.seg_loss(tcfg.seg_loss, out.seg_logits, batch["parts"])
-        total = tcfg.recon_weight * recon + tcfg.seg_weight * seg + kl_w * kl
+        total = tcfg.recon_weight * recon + tcfg.seg_weight * seg
+        if kl_w > 0:  # a weight of 0 drops the term (0 * inf would make the loss NaN)
+            total = total + kl_w * kl
         return LossTerms(total, recon, seg, kl)
 
     def _stop_if_diverged(

@@ -39,6 +39,7 @@ def test_round_trip_through_yaml_and_dict(tmp_path: Path) -> None:
         ("model.image_size=0", "model.image_size"),
         ("model.image_size=100", "power of two"),
         ("data.batch_size=-1", "data.batch_size"),
+        ("data.num_workers=-2", "data.num_workers"),
     ],
 )
 def test_bad_keys_and_values_name_the_key(override: str, needle: str) -> None:

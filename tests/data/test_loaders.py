@@ -277,6 +277,11 @@ def test_items_and_batches(make_data: Any, cache_dir: Path) -> None:
         and raw.is_contiguous()
         and raw[0].tolist() == (item["image"] * 255).round().to(torch.uint8).tolist()
     )
+    labels = train.batch([2, 0], uint8=True)["parts"]  # uint8 labels: 8x less to copy
+    assert labels.dtype == torch.uint8 and torch.equal(labels.long(), batch["parts"])
+    only = train.batch([2, 0], keys=("attrs",))  # the other optional fields are not read
+    assert set(only) == {"image", "index", "attrs"}
+    assert torch.equal(only["attrs"], batch["attrs"])
     with pytest.raises(InputError, match="positions"):
         train.batch([len(train)])
     assert len(FaceDataset(data, "train", limit=2)) == 2

@@ -24,7 +24,12 @@ from latentcam.models.base import VAEOutput
 from latentcam.training import losses
 from latentcam.training.callbacks import TrainingDivergedError
 from latentcam.training.checkpoint import load_run
-from latentcam.training.datamodule import ShardedBatches
+from latentcam.training.datamodule import (
+    GPU_WORKERS,
+    FaceDataModule,
+    ShardedBatches,
+    loader_workers,
+)
 from latentcam.training.module import ACTIVE_KL_THRESHOLD
 from latentcam.training.train import TrainResult, resolve_precision, train
 
@@ -266,6 +271,31 @@ def test_precision_auto() -> None:
     assert resolve_precision("auto", "cpu") == "32-true"
     assert resolve_precision("32", "cpu") == "32-true"
     assert resolve_precision("bf16-mixed", "gpu") == "bf16-mixed"
+
+
+def test_loader_workers_auto_is_none_on_the_cpu_and_some_per_gpu_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert loader_workers(-1, on_gpu=False) == 0
+    assert loader_workers(-1, on_gpu=True) == GPU_WORKERS
+    assert loader_workers(-1, on_gpu=True, processes_per_node=8) == 1  # 16 cores / 8 - 1
+    assert loader_workers(3, on_gpu=False) == 3 and loader_workers(0, on_gpu=True) == 0
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert loader_workers(-1, on_gpu=True, processes_per_node=2) == 0
+
+
+def test_uint8_labels_become_int64_on_the_device(cache: Path) -> None:
+    dm = FaceDataModule(tiny(cache, *KINDS["segvae_parts"]), progress=False)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert set(batch) == {"image", "parts"}  # a segvae's loader slices no attrs or factors
+    assert batch["image"].dtype == torch.uint8 and batch["parts"].dtype == torch.uint8
+    moved = dm.on_after_batch_transfer(dict(batch), 0)
+    assert moved["parts"].dtype == torch.int64 and torch.equal(
+        moved["parts"], batch["parts"].long()
+    )
+    assert torch.equal(moved["image"], batch["image"].float() / 255.0)
 
 
 def test_sharded_batches_cover_each_epoch_once_and_agree_across_processes() -> None:

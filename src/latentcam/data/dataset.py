@@ -10,6 +10,7 @@ sliced straight from the arrays (:meth:`FaceDataset.batch`), with no per-item Py
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -329,10 +330,10 @@ class FaceDataset(Dataset[dict[str, Any]]):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def _parts(self, parts: np.ndarray) -> torch.Tensor:
+    def _parts(self, parts: np.ndarray, dtype: type[np.integer] = np.int64) -> torch.Tensor:
         if self.binary_mask:
             parts = binary_mask(parts)
-        return torch.from_numpy(parts.astype(np.int64))
+        return torch.from_numpy(parts.astype(dtype, copy=False))
 
     def __getitem__(self, position: int) -> dict[str, Any]:
         if not -len(self) <= position < len(self):
@@ -352,19 +353,26 @@ class FaceDataset(Dataset[dict[str, Any]]):
         return item
 
     def batch(
-        self, positions: np.ndarray | torch.Tensor | list[int], *, uint8: bool = False
+        self,
+        positions: np.ndarray | torch.Tensor | list[int],
+        *,
+        uint8: bool = False,
+        keys: Collection[str] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Many items at once, sliced from the memory-mapped arrays.
 
         Args:
             positions: (B,) positions within this split (0..len-1), any order.
-            uint8: return ``image`` as uint8 (B, 3, S, S) in 0..255 (4x less to copy to a
-                GPU; convert there with ``.float() / 255``).
+            uint8: return ``image`` as uint8 (B, 3, S, S) in 0..255 and ``parts`` as uint8
+                (4x and 8x less to copy to a GPU; convert there with ``.float() / 255`` and
+                ``.long()``).
+            keys: the optional fields to read (``parts``, ``attrs``, ``factors``); None
+                reads every one the dataset has. ``image`` and ``index`` always come.
 
         Returns:
             ``image`` float32 (B, 3, S, S) in [0, 1] (or uint8), ``index`` int64 (B,), and
-            where present ``parts`` int64 (B, S, S), ``attrs`` float32 (B, 40),
-            ``factors`` float32 (B, F).
+            where present (and asked for) ``parts`` int64 (B, S, S) (or uint8), ``attrs``
+            float32 (B, 40), ``factors`` float32 (B, F).
         """
         pos = np.asarray(
             positions.cpu() if isinstance(positions, torch.Tensor) else positions, dtype=np.int64
@@ -381,10 +389,14 @@ class FaceDataset(Dataset[dict[str, Any]]):
         pixels = pixels.contiguous()  # permute the uint8 copy: 4x cheaper than the float one
         image = pixels if uint8 else pixels.float().div_(255.0)
         out: dict[str, torch.Tensor] = {"image": image, "index": torch.from_numpy(index)}
-        if data.parts is not None:
-            out["parts"] = self._parts(data.parts[index])
-        if data.attrs is not None:
+
+        def wanted(key: str) -> bool:
+            return keys is None or key in keys
+
+        if data.parts is not None and wanted("parts"):
+            out["parts"] = self._parts(data.parts[index], np.uint8 if uint8 else np.int64)
+        if data.attrs is not None and wanted("attrs"):
             out["attrs"] = torch.from_numpy(data.attrs[index].astype(np.float32))
-        if data.factors is not None:
+        if data.factors is not None and wanted("factors"):
             out["factors"] = torch.from_numpy(np.asarray(data.factors[index], dtype=np.float32))
         return out

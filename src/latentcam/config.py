@@ -81,6 +81,7 @@ class DataConfig:
     num_workers: int = -1  # loader processes; -1 = auto: 0 on the CPU (fastest: the decoded
     # cache is sliced in-process), 4 per GPU process (slicing overlaps the GPU's work)
     limit: int = 0  # use only the first N images of each split (0 = all)
+    hflip: bool = False  # mirror each training image (labels too; left/right parts swap) with p 1/2
     skip_bad: bool = (
         False  # skip unreadable/inconsistent files (listed in a summary) instead of stopping
     )

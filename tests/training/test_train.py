@@ -10,6 +10,7 @@ import json
 import math
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ import torch
 
 from latentcam import load_model
 from latentcam.config import RunConfig, load_config
+from latentcam.data.augment import flip_lr
 from latentcam.data.classes import PART_NAMES
 from latentcam.data.dataset import FaceDataset
 from latentcam.errors import CheckpointError, ConfigError, InputError
@@ -296,6 +298,27 @@ def test_uint8_labels_become_int64_on_the_device(cache: Path) -> None:
         moved["parts"], batch["parts"].long()
     )
     assert torch.equal(moved["image"], batch["image"].float() / 255.0)
+
+
+def test_hflip_mirrors_training_batches_by_seed_and_step_and_leaves_validation_alone(
+    cache: Path,
+) -> None:
+    cfg = tiny(cache, *KINDS["segvae_parts"], "data.hflip=true")
+    dm = FaceDataModule(cfg, progress=False)
+    dm.setup("fit")
+    raw = next(iter(dm.train_dataloader()))
+    flags = dm.flips(step=3, rank=0, n=len(raw["image"]))
+    assert torch.equal(flags, dm.flips(step=3, rank=0, n=len(flags)))  # same seed and step
+    assert not torch.equal(flags, dm.flips(step=4, rank=0, n=len(flags)))
+    assert 0 < int(flags.sum()) < len(flags)
+    plain = dm.on_after_batch_transfer(dict(raw), 0)  # no trainer: nothing is flipped
+    dm.trainer = SimpleNamespace(training=True, global_step=3, global_rank=0)  # type: ignore[assignment]
+    flipped = dm.on_after_batch_transfer(dict(raw), 0)
+    image, parts = flip_lr(plain["image"], plain["parts"], flags, classes=19)
+    assert torch.equal(flipped["image"], image) and torch.equal(flipped["parts"], parts)
+    assert not torch.equal(flipped["image"], plain["image"])
+    dm.trainer = SimpleNamespace(training=False, global_step=3, global_rank=0)  # type: ignore[assignment]
+    assert torch.equal(dm.on_after_batch_transfer(dict(raw), 0)["image"], plain["image"])
 
 
 def test_sharded_batches_cover_each_epoch_once_and_agree_across_processes() -> None:

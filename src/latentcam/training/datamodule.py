@@ -1,14 +1,16 @@
 """Training data: whole batches sliced from the decoded, memory-mapped cache.
 
 The dataset is decoded once into uint8 arrays (:mod:`latentcam.data.cache`); every
-training batch is one fancy-index into those arrays in the main process
+training batch is one fancy-index into those arrays (in the main process on a CPU)
 (:meth:`latentcam.data.dataset.FaceDataset.batch`), with no per-item Python work and no
 image decoding per step (decoding PNGs every step costs 8-15% on 2 cores, and worker
 processes make it worse there, hence no workers on the CPU by default). On a GPU the
 batches are sliced by worker processes ahead of the model and copied from page-locked
 memory (:func:`loader_workers`). Only the fields the model kind uses are sliced; images
 and labels travel as uint8 and become float in [0, 1] and int64 after the transfer to the
-device (4x and 8x less to copy).
+device (4x and 8x less to copy). With ``data.hflip`` the training batches are then mirrored
+left-right at random on the device (labels too, left/right parts swapped), with flags drawn
+from ``(train.seed, step, rank)`` so that a seeded run, and its resume, flip the same images.
 
 Shuffling uses a generator seeded with ``train.seed + epoch``; under DDP every process
 draws the same permutation and takes its own shard of it (padded to equal length, as
@@ -30,6 +32,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from latentcam.config import RunConfig
+from latentcam.data.augment import flip_lr
+from latentcam.data.classes import NUM_CLASSES
 from latentcam.data.dataset import FaceData, FaceDataset, load_face_data
 from latentcam.errors import DataError
 from latentcam.training.module import seg_target_is_binary
@@ -306,11 +310,26 @@ class FaceDataModule(pl.LightningDataModule):
         return self._loader(self.val_set, train=False)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """uint8 images -> float32 in [0, 1] and uint8 labels -> int64, on the device."""
+        """uint8 images -> float32 in [0, 1] and uint8 labels -> int64, on the device; with
+        ``data.hflip``, training images (and labels) mirrored at random (see :meth:`flips`)."""
         image = batch["image"]
         if image.dtype == torch.uint8:
             batch["image"] = image.float().div_(255.0)
         parts = batch.get("parts")
         if parts is not None and parts.dtype == torch.uint8:
             batch["parts"] = parts.long()
+        trainer = self.trainer
+        if self.cfg.data.hflip and trainer is not None and trainer.training:
+            flags = self.flips(trainer.global_step, trainer.global_rank, len(batch["image"]))
+            classes = 1 if seg_target_is_binary(self.cfg) else NUM_CLASSES
+            batch["image"], mirrored = flip_lr(batch["image"], batch.get("parts"), flags, classes)
+            if mirrored is not None:
+                batch["parts"] = mirrored
         return batch
+
+    def flips(self, step: int, rank: int, n: int) -> torch.Tensor:
+        """(n,) bool: which images of the batch of ``step`` (on process ``rank``) to mirror,
+        each with probability 1/2, drawn from ``(train.seed, step, rank)`` alone: the same
+        flips in every run of a seed, and after a resume."""
+        rng = np.random.default_rng([self.cfg.train.seed, step, rank])
+        return torch.from_numpy(rng.random(n) < 0.5)

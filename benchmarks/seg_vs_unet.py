@@ -26,7 +26,7 @@ training's ``val/miou``); gaps are variant minus U-Net, in IoU points x 100.
 
 Training: Adam (lr 1e-3, constant or, with ``--schedule cosine``, annealed to 0 over the
 variant's budget), batch 32, seeded (the same model init seed and the same batch
-order for every variant), ``torch.set_num_threads(--threads)``, fp32 on the CPU; the clock
+order for every variant; with ``--hflip`` the same images mirrored, labels with them), ``torch.set_num_threads(--threads)``, fp32 on the CPU; the clock
 counts the training steps (batch slicing included), not building the model or scoring.
 Output: a Markdown table (stdout, and ``--out FILE.md``); the last line printed is a JSON
 object with the numbers.
@@ -53,6 +53,7 @@ import torch
 from torch import nn
 
 from latentcam.config import load_config
+from latentcam.data.augment import flip_lr
 from latentcam.data.classes import BINARY_MASK_IDS, NUM_CLASSES
 from latentcam.data.dataset import SYNTH, FaceData, FaceDataset, load_face_data
 from latentcam.errors import DataError, InputError, TrainingDivergedError
@@ -201,15 +202,18 @@ def train_and_score(
     lr: float,
     seed: int,
     schedule: str = "constant",
+    hflip: bool = False,
 ) -> Result:
     """Train one variant for ``seconds`` of wall clock (or ``max_steps`` steps, if > 0),
-    then score it on the whole validation split."""
+    then score it on the whole validation split. ``hflip``: mirror each training image
+    (and its labels) with probability 1/2, the same images for every variant."""
     images, labels = train
     size = images.shape[-1]
     torch.manual_seed(seed)
     model = build_segmenter(variant, target, size)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     order = np.random.default_rng(seed)  # the same batch order for every variant
+    flips = np.random.default_rng([seed, 1])  # and the same flips
     beta = 0.0 if isinstance(model, UNet) else target.beta
     losses: list[float] = []
     kls: list[float] = []
@@ -224,6 +228,11 @@ def train_and_score(
             for group in optimiser.param_groups:
                 group["lr"] = cosine_lr(lr, time.perf_counter() - start, seconds)
         x, y = as_inputs(images[pos], labels[pos])
+        if hflip:
+            flags = torch.from_numpy(flips.random(len(pos)) < 0.5)
+            x, mirrored = flip_lr(x, y, flags, target.classes)
+            assert mirrored is not None
+            y = mirrored
         logits, kl = forward_logits(model, x)
         loss = seg_loss(target.loss, logits, y) + beta * kl
         optimiser.zero_grad(set_to_none=True)
@@ -325,6 +334,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-steps", type=int, default=0, help="also stop here (0 = no cap)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--hflip",
+        action="store_true",
+        help="mirror each training image (and its labels) with probability 1/2, for every variant",
+    )
+    parser.add_argument(
         "--variants",
         default=",".join(v.name for v in VARIANTS),
         help="comma-separated subset of: " + ", ".join(v.name for v in VARIANTS),
@@ -377,6 +391,7 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
                 lr=args.lr,
                 schedule=args.schedule,
                 seed=args.seed,
+                hflip=args.hflip,
             )
             print(
                 f"{target.name:6s} {name:15s} {result.steps:5d} steps {result.train_s:6.1f} s "
@@ -390,7 +405,8 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
     header = (
         f"Segmentation at equal wall-clock time: {args.minutes:g} min per variant, "
         f"{args.threads} thread(s), Adam lr {args.lr:g} ({args.schedule}), batch {args.batch_size}, seed "
-        f"{args.seed}{f', at most {args.max_steps} steps' if args.max_steps > 0 else ''}; "
+        f"{args.seed}{f', at most {args.max_steps} steps' if args.max_steps > 0 else ''}"
+        f"{', left-right flips (p = 1/2)' if args.hflip else ''}; "
         f"data {args.data} ({data.layout}, {args.size} px, {len(data.splits['train'])} train / "
         f"{len(data.splits['val'])} val). Binary: bce_jaccard, KL weight 0 (the paper's code). "
         f"Parts: ce_dice, KL weight {args.beta_parts:g} (KL summed over latent units); binary "

@@ -121,3 +121,11 @@ def test_unknown_variant_is_an_error() -> None:
 
     with pytest.raises(InputError, match="unknown"):
         bench.main(["--quick", "--variants", "unet,resnet"])
+
+
+def test_hflip_run_flips_and_says_so(tmp_path: Path) -> None:
+    out = tmp_path / "flips.md"
+    args = ["--quick", "--threads", "1", "--target", "parts", "--variants", "segvae_spatial"]
+    results = bench.main([*args, "--hflip", "--out", str(out)])
+    assert len(results) == 1 and results[0].steps == 2 and math.isfinite(results[0].final_loss)
+    assert "left-right flips (p = 1/2)" in out.read_text()

@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from bench_scripts import load_script  # tests/benchmarks/bench_scripts.py
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "localisation.py"
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("localisation_bench", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load()
+bench = load_script("localisation", "localisation_bench")
 
 
 def _row(layer: str, method: str, pg: float, chance: float, energy: float, rho: float) -> dict:

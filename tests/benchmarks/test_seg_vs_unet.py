@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
+from bench_scripts import load_script  # tests/benchmarks/bench_scripts.py
 
 from latentcam.config import load_config
 from latentcam.models import UNet, build_model
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "seg_vs_unet.py"
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("seg_vs_unet", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load()
+bench = load_script("seg_vs_unet")
 
 
 def test_score_labels_binary_by_hand() -> None:

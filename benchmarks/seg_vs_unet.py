@@ -26,8 +26,9 @@ training's ``val/miou``); gaps are variant minus U-Net, in IoU points x 100.
 
 Training: Adam (lr 1e-3, constant or, with ``--schedule cosine``, annealed to 0 over the
 variant's budget), batch 32, seeded (the same model init seed and the same batch
-order for every variant; with ``--hflip`` the same images mirrored, labels with them), ``torch.set_num_threads(--threads)``, fp32 on the CPU; the clock
-counts the training steps (batch slicing included), not building the model or scoring.
+order for every variant; with ``--hflip`` the same images mirrored, labels with them),
+``torch.set_num_threads(--threads)``, fp32 on the CPU; the clock counts the training steps
+(batch slicing included), not building the model or scoring.
 Output: a Markdown table (stdout, and ``--out FILE.md``); the last line printed is a JSON
 object with the numbers.
 

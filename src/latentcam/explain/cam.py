@@ -650,16 +650,8 @@ def latent_cams(
     Raises:
         InputError: unknown layer/method/post-op, unit index out of range.
     """
-    targets: list[Target] | None = None  # None: every latent unit of ``of``
-    if units is not None:
-        indices = [int(k) for k in (units.tolist() if isinstance(units, torch.Tensor) else units)]
-        if not indices:
-            raise InputError(
-                "units is empty; give at least one latent unit index (or None for all)"
-            )
-        targets = latent_targets(indices, of=of, seed=seed)
-    results = _explain_methods(
-        model, x, cond, targets, of, seed, layer, (method,), post, chunk_size
+    results = latent_cams_by_method(
+        model, x, cond, units, layer, (method,), of=of, post=post, seed=seed, chunk_size=chunk_size
     )
     return results[method]
 
@@ -682,7 +674,7 @@ def latent_cams_by_method(
     Returns:
         method name -> CamResult (maps (B, T, h, w) float32), in the order of ``methods``.
     """
-    targets = None
+    targets: list[Target] | None = None  # None: every latent unit of ``of``
     if units is not None:
         indices = [int(k) for k in (units.tolist() if isinstance(units, torch.Tensor) else units)]
         if not indices:

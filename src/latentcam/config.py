@@ -103,6 +103,8 @@ class TrainConfig:
     seg_weight: float = 1.0  # SegVAE: weight of the segmentation loss
     recon_weight: float = 1.0  # weight of the image reconstruction loss where there is one
     grad_clip: float = 0.0  # clip gradient norm to this value (0 = off)
+    ema_decay: float = 0.0  # keep an exponential moving average of the weights with this decay
+    # (e.g. 0.99; 0 = off): validation, checkpoints and the trained model use the average
     seed: int = 0  # seeds torch, numpy and the split: same seed, same run on CPU
     accelerator: str = "cpu"  # cpu | gpu | auto (passed to Lightning's Trainer)
     devices: int = 1  # processes/GPUs per node
@@ -255,6 +257,11 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("data.val_fraction + data.test_fraction must leave images for training")
     if cfg.train.beta < 0 or cfg.train.lr <= 0:
         raise ConfigError("train.beta must be >= 0 and train.lr > 0")
+    if not 0.0 <= cfg.train.ema_decay < 1.0:
+        raise ConfigError(
+            f"config key 'train.ema_decay' must lie in [0, 1) (0 = off, e.g. 0.99), "
+            f"got {cfg.train.ema_decay}"
+        )
     if cfg.train.attention_weight < 0:
         raise ConfigError(
             f"config key 'train.attention_weight' must be >= 0, got {cfg.train.attention_weight}"

@@ -251,6 +251,60 @@ def test_a_zero_kl_weight_drops_the_term_even_when_the_kl_is_infinite(cache: Pat
         assert math.isinf(float(module.loss_terms(batch, huge, kl_w=0.5).total))
 
 
+def _ckpt(path: Path) -> dict[str, Any]:
+    return torch.load(path, weights_only=True)
+
+
+def test_ema_checkpoints_the_moving_average_and_resumes_exactly(
+    cache: Path, tmp_path: Path
+) -> None:
+    # the live weights after steps 1 and 2 of a plain run (3 steps per epoch here)
+    w1 = _ckpt(train(tiny(cache, "train.max_steps=1"), tmp_path / "s1", progress=False).last_ckpt)
+    w2 = _ckpt(train(tiny(cache, "train.max_steps=2"), tmp_path / "s2", progress=False).last_ckpt)
+    ema = train(
+        tiny(cache, "train.max_steps=2", "train.ema_decay=0.25"), tmp_path / "e", progress=False
+    )
+    saved = _ckpt(ema.last_ckpt)
+    # averaging trains nothing differently: the live weights travel beside the average
+    for key, value in w2["state_dict"].items():
+        torch.testing.assert_close(saved["current_model_state"][key], value, rtol=0, atol=0)
+    # the average starts at step 1's weights, then avg = 0.25 avg + 0.75 w (floats: weights
+    # and BatchNorm statistics); the checkpoint's model and load_model are the average
+    model = load_model(ema.run_dir)
+    floats = 0
+    for key, value in saved["state_dict"].items():
+        if not value.is_floating_point():
+            continue
+        expected = 0.25 * w1["state_dict"][key] + 0.75 * w2["state_dict"][key]
+        torch.testing.assert_close(value, expected, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(model.state_dict()[key.removeprefix("model.")], value)
+        floats += 1
+    assert floats > 10 and not torch.equal(
+        saved["state_dict"]["model.head.mu.weight"], w2["state_dict"]["model.head.mu.weight"]
+    )
+    # validation scored the average: a plain run at step 2 reports another loss
+    plain = json.loads((tmp_path / "s2" / "metrics.json").read_text())
+    assert ema.metrics["val/loss"] != plain["val/loss"]
+
+    # stopped at step 4 (inside the second epoch) and resumed to 6: the same average as
+    # a straight run to 6
+    steps = ("train.ema_decay=0.25", "train.epochs=10")
+    straight = train(tiny(cache, *steps, "train.max_steps=6"), tmp_path / "a", progress=False)
+    train(tiny(cache, *steps, "train.max_steps=4"), tmp_path / "b", progress=False)
+    resumed = train(
+        tiny(cache, *steps, "train.max_steps=6"), tmp_path / "b", resume="last", progress=False
+    )
+    assert resumed.metrics["start_step"] == 4
+    for key, value in _ckpt(straight.last_ckpt)["state_dict"].items():
+        torch.testing.assert_close(
+            _ckpt(resumed.last_ckpt)["state_dict"][key], value, rtol=0, atol=0
+        )
+    assert resumed.metrics["val/loss"] == straight.metrics["val/loss"]
+    with pytest.raises(ConfigError, match="train.ema_decay"):
+        train(tiny(cache, "train.ema_decay=1.0"), tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_huge_learning_rate_stops_before_any_save(cache: Path, tmp_path: Path) -> None:
     with pytest.raises(TrainingDivergedError, match=r"train.lr=1e\+30.*none yet"):
         train(tiny(cache, "train.lr=1e30"), tmp_path / "lr", progress=False)

@@ -14,7 +14,10 @@ The run folder (DESIGN.md, "Run directory")::
 Lightning's Trainer does the loop: CPU, one GPU, or many GPUs/nodes with DDP
 (``train.devices``, ``train.strategy``, ``train.num_nodes``); ``train.epochs``,
 ``train.max_steps`` and ``train.max_minutes`` bound the run, whichever comes first, and
-the final step is always validated and checkpointed.
+the final step is always validated and checkpointed. With ``train.ema_decay`` > 0
+Lightning's ``EMAWeightAveraging`` keeps a moving average of the weights (and BatchNorm
+statistics): validation metrics, ``best``/``last`` checkpoints and the trained model are the
+average's, and each checkpoint also carries the live weights so ``--resume`` goes on exactly.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from typing import Any, NamedTuple
 import lightning.pytorch as pl
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger
 
 from latentcam.config import RunConfig, to_dict, to_yaml
@@ -194,6 +197,11 @@ def _build_trainer(cfg: RunConfig, run_dir: Path, progress: bool) -> pl.Trainer:
         enable_version_counter=False,
         save_on_train_epoch_end=False,
     )
+    callbacks: list[pl.Callback] = [best, last, StopAtMaxSteps(tcfg.max_steps)]
+    if tcfg.ema_decay > 0:
+        # Lightning swaps the average in for validation and at the end of training, and
+        # writes it as the checkpoint's state_dict (the live weights beside it, for --resume)
+        callbacks.append(EMAWeightAveraging(decay=tcfg.ema_decay))
     try:
         return pl.Trainer(
             accelerator=accelerator,
@@ -209,7 +217,7 @@ def _build_trainer(cfg: RunConfig, run_dir: Path, progress: bool) -> pl.Trainer:
             log_every_n_steps=tcfg.log_every_n_steps,
             # CPU kernels are deterministic; on a GPU, ops without a deterministic kernel warn.
             deterministic=(True if on_cpu else "warn") if tcfg.deterministic else False,
-            callbacks=[best, last, StopAtMaxSteps(tcfg.max_steps)],
+            callbacks=callbacks,
             logger=_loggers(run_dir),
             default_root_dir=str(run_dir),
             enable_progress_bar=progress,

@@ -27,8 +27,10 @@ training's ``val/miou``); gaps are variant minus U-Net, in IoU points x 100.
 Training: Adam (lr 1e-3, constant or, with ``--schedule cosine``, annealed to 0 over the
 variant's budget), batch 32, seeded (the same model init seed and the same batch
 order for every variant; with ``--hflip`` the same images mirrored, labels with them),
-``torch.set_num_threads(--threads)``, fp32 on the CPU; the clock counts the training steps
-(batch slicing included), not building the model or scoring.
+``torch.set_num_threads(--threads)``, fp32 on the CPU (``--channels-last``: every variant
+in the channels-last memory format); the clock counts the training steps (batch slicing
+included, and with ``--ema DECAY`` the update of each variant's moving average of its
+weights, which is then scored beside the last weights), not building the model or scoring.
 Output: a Markdown table (stdout, and ``--out FILE.md``); the last line printed is a JSON
 object with the numbers.
 
@@ -52,6 +54,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from latentcam.config import load_config
 from latentcam.data.augment import flip_lr
@@ -101,9 +104,12 @@ class Result:
     """One trained variant, scored on the validation split.
 
     ``iou``: binary-mask IoU in [0, 1]; ``miou``: 19-class mean IoU (None for ``binary``);
-    ``gap_iou`` / ``gap_miou``: variant minus U-Net, in points (x 100), None without a
-    U-Net row; ``final_loss``: mean training loss (with the weighted KL) of the last (up
-    to) 10 steps; ``final_kl``: mean KL of those steps, nats per image (0 for the U-Net).
+    with ``ema`` > 0 both score the moving average of the weights, and ``iou_raw`` /
+    ``miou_raw`` the last weights (without it the two pairs are equal); ``gap_iou`` /
+    ``gap_miou``: variant minus U-Net (of ``iou`` / ``miou``), in points (x 100), None
+    without a U-Net row; ``final_loss``: mean training loss (with the weighted KL) of the
+    last (up to) 10 steps; ``final_kl``: mean KL of those steps, nats per image (0 for the
+    U-Net).
     """
 
     target: str
@@ -117,6 +123,9 @@ class Result:
     final_kl: float
     iou: float
     miou: float | None
+    iou_raw: float
+    miou_raw: float | None
+    ema: float = 0.0
     gap_iou: float | None = None
     gap_miou: float | None = None
 
@@ -204,15 +213,28 @@ def train_and_score(
     seed: int,
     schedule: str = "constant",
     hflip: bool = False,
+    ema: float = 0.0,
+    channels_last: bool = False,
 ) -> Result:
     """Train one variant for ``seconds`` of wall clock (or ``max_steps`` steps, if > 0),
     then score it on the whole validation split. ``hflip``: mirror each training image
-    (and its labels) with probability 1/2, the same images for every variant."""
+    (and its labels) with probability 1/2, the same images for every variant. ``ema`` > 0:
+    also keep an exponential moving average of the weights (and BatchNorm statistics) with
+    that decay, updated after every step (on the clock), and score it too: ``iou`` /
+    ``miou`` are then the average's, ``iou_raw`` / ``miou_raw`` the last weights'.
+    ``channels_last``: model and batches in the channels-last memory format."""
     images, labels = train
     size = images.shape[-1]
     torch.manual_seed(seed)
     model = build_segmenter(variant, target, size)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    averaged = (
+        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema), use_buffers=True)
+        if ema > 0
+        else None
+    )
     order = np.random.default_rng(seed)  # the same batch order for every variant
     flips = np.random.default_rng([seed, 1])  # and the same flips
     beta = 0.0 if isinstance(model, UNet) else target.beta
@@ -229,6 +251,7 @@ def train_and_score(
             for group in optimiser.param_groups:
                 group["lr"] = cosine_lr(lr, time.perf_counter() - start, seconds)
         x, y = as_inputs(images[pos], labels[pos])
+        x = x.contiguous(memory_format=memory_format)
         if hflip:
             flags = torch.from_numpy(flips.random(len(pos)) < 0.5)
             x, mirrored = flip_lr(x, y, flags, target.classes)
@@ -239,6 +262,8 @@ def train_and_score(
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
+        if averaged is not None:
+            averaged.update_parameters(model)
         losses.append(float(loss.detach()))
         kls.append(float(kl.detach()))
         if not math.isfinite(losses[-1]):
@@ -247,16 +272,8 @@ def train_and_score(
                 f"{losses[-1]}; lower --lr (now {lr:g})"
             )
     train_s = time.perf_counter() - start
-    model.eval()
-    val_images, val_labels = val
-    with torch.no_grad():
-        pred = torch.cat(
-            [
-                predicted_labels(forward_logits(model, val_images[i : i + 128].float() / 255.0)[0])
-                for i in range(0, len(val_images), 128)
-            ]
-        )
-    scores = score_labels(pred, val_labels.long(), target.classes)
+    raw = score_model(model, val, target.classes)
+    scores = raw if averaged is None else score_model(averaged.module, val, target.classes)
     return Result(
         target=target.name,
         variant=variant.name,
@@ -269,7 +286,26 @@ def train_and_score(
         final_kl=float(np.mean(kls[-10:])) if kls else math.nan,
         iou=scores.iou,
         miou=scores.miou,
+        iou_raw=raw.iou,
+        miou_raw=raw.miou,
+        ema=ema,
     )
+
+
+def score_model(
+    model: nn.Module, val: tuple[torch.Tensor, torch.Tensor], classes: int
+) -> MaskScores:
+    """Scores of ``model`` (in eval mode) on the validation images and labels (uint8)."""
+    model.eval()
+    images, labels = val
+    with torch.no_grad():
+        pred = torch.cat(
+            [
+                predicted_labels(forward_logits(model, images[i : i + 128].float() / 255.0)[0])
+                for i in range(0, len(images), 128)
+            ]
+        )
+    return score_labels(pred, labels.long(), classes)
 
 
 def cosine_lr(lr: float, elapsed: float, seconds: float) -> float:
@@ -303,11 +339,18 @@ def markdown_table(results: Sequence[Result], header: str) -> str:
         "| val mIoU (parts) | gap (pts) | final loss | final KL |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    averaged = any(r.ema > 0 for r in results)
+    if averaged:  # the last weights' scores too, after the averages'
+        lines[2] = lines[2].replace(
+            " | final loss", " | IoU, last weights | mIoU, last weights | final loss"
+        )
+        lines[3] += "---:|---:|"
     for r in results:
+        raw = f" {_fmt(r.iou_raw, '.3f')} | {_fmt(r.miou_raw, '.3f')} |" if averaged else ""
         lines.append(
             f"| {r.target} | {r.description} | {r.params / 1e6:.2f} M | {r.steps} "
             f"| {r.images_per_s:.1f} | {_fmt(r.iou, '.3f')} | {_fmt(r.gap_iou, '+.1f')} "
-            f"| {_fmt(r.miou, '.3f')} | {_fmt(r.gap_miou, '+.1f')} | {_fmt(r.final_loss, '.3f')} "
+            f"| {_fmt(r.miou, '.3f')} | {_fmt(r.gap_miou, '+.1f')} |{raw} {_fmt(r.final_loss, '.3f')} "
             f"| {_fmt(r.final_kl, '.1f')} |"
         )
     return "\n".join(lines) + "\n"
@@ -340,6 +383,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="mirror each training image (and its labels) with probability 1/2, for every variant",
     )
     parser.add_argument(
+        "--ema",
+        type=float,
+        default=0.0,
+        metavar="DECAY",
+        help="score an exponential moving average of each variant's weights with this decay "
+        "(e.g. 0.99; the last weights are scored too); 0 = off",
+    )
+    parser.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="train every variant in the channels-last memory format (faster convolutions on CPUs)",
+    )
+    parser.add_argument(
         "--variants",
         default=",".join(v.name for v in VARIANTS),
         help="comma-separated subset of: " + ", ".join(v.name for v in VARIANTS),
@@ -367,6 +423,8 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
         )
     if args.minutes <= 0 or args.batch_size < 1:
         raise InputError("--minutes and --batch-size must be positive")
+    if not 0.0 <= args.ema < 1.0:
+        raise InputError(f"--ema {args.ema:g}: give a decay in [0, 1), e.g. 0.99 (0 = off)")
     torch.set_num_threads(args.threads)
     targets = make_targets(
         ("binary", "parts") if args.target == "both" else (args.target,), args.beta_parts
@@ -393,6 +451,8 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
                 schedule=args.schedule,
                 seed=args.seed,
                 hflip=args.hflip,
+                ema=args.ema,
+                channels_last=args.channels_last,
             )
             print(
                 f"{target.name:6s} {name:15s} {result.steps:5d} steps {result.train_s:6.1f} s "
@@ -407,7 +467,9 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
         f"Segmentation at equal wall-clock time: {args.minutes:g} min per variant, "
         f"{args.threads} thread(s), Adam lr {args.lr:g} ({args.schedule}), batch {args.batch_size}, seed "
         f"{args.seed}{f', at most {args.max_steps} steps' if args.max_steps > 0 else ''}"
-        f"{', left-right flips (p = 1/2)' if args.hflip else ''}; "
+        f"{', left-right flips (p = 1/2)' if args.hflip else ''}"
+        f"{', channels-last' if args.channels_last else ''}"
+        f"{f', scores of the weights EMA (decay {args.ema:g})' if args.ema > 0 else ''}; "
         f"data {args.data} ({data.layout}, {args.size} px, {len(data.splits['train'])} train / "
         f"{len(data.splits['val'])} val). Binary: bce_jaccard, KL weight 0 (the paper's code). "
         f"Parts: ce_dice, KL weight {args.beta_parts:g} (KL summed over latent units); binary "

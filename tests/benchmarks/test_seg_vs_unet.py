@@ -115,3 +115,26 @@ def test_hflip_run_flips_and_says_so(tmp_path: Path) -> None:
     results = bench.main([*args, "--hflip", "--out", str(out)])
     assert len(results) == 1 and results[0].steps == 2 and math.isfinite(results[0].final_loss)
     assert "left-right flips (p = 1/2)" in out.read_text()
+
+
+def test_ema_scores_the_average_beside_the_last_weights(tmp_path: Path) -> None:
+    from latentcam.errors import InputError
+
+    out = tmp_path / "ema.md"
+    args = ["--quick", "--threads", "1", "--target", "binary", "--variants", "unet,segvae_spatial"]
+    plain = bench.main(args)
+    # a decay of ~0 makes the average the last weights: both scores agree
+    same = bench.main([*args, "--ema", "1e-12"])
+    for p, r in zip(plain, same, strict=True):
+        assert r.ema == 1e-12 and r.iou == pytest.approx(r.iou_raw, abs=1e-6)
+        assert r.iou_raw == pytest.approx(p.iou, abs=1e-6) and p.iou_raw == p.iou
+    # channels-last changes the memory layout only: the same losses
+    averaged = bench.main([*args, "--ema", "0.5", "--channels-last", "--out", str(out)])
+    for p, r in zip(plain, averaged, strict=True):
+        assert r.final_loss == pytest.approx(p.final_loss, rel=1e-4)
+        assert r.iou_raw == pytest.approx(p.iou, abs=0.02) and 0.0 <= r.iou <= 1.0
+    table = out.read_text()
+    assert "channels-last, scores of the weights EMA (decay 0.5)" in table
+    assert "| IoU, last weights |" in table and table.count("\n| binary |") == 2
+    with pytest.raises(InputError, match="--ema 1"):
+        bench.main([*args, "--ema", "1"])

@@ -59,14 +59,15 @@ spread and raised validation IoU: 0.947 / 0.948 (training faces 0.955 / 0.955). 
 the 5-minute gap was 0.2 and 0.3 points (two seeds); at 10 minutes the U-Net pulled ahead
 again (0.966 against 0.956).
 
-Two things that help both networks, measured at 10 minutes (flips on, seed 0): scoring an
+Two things that help both networks, measured at 10 minutes with flips: scoring an
 exponential moving average of the weights (decay 0.99; ``train.ema_decay``, in the recipe)
-instead of the last weights, +0.4 IoU points for each (SegVAE 0.959 -> 0.963, U-Net 0.969
--> 0.972); and the channels-last memory format (3499 against 2711 SegVAE steps in 10
-minutes, 746 against 631 U-Net steps; separate runs). With both the gap stayed 0.9 points. Per step (one thread,
-the recipe): left-right flips plus random shifts of up to 4 pixels learned slower (0.939
-against 0.947 after 1000 steps); 256 instead of 128 channels in the last block learned no
-faster (0.947 after 1000 steps) at about 1.3x the cost.
+instead of the last weights, +0.4 and +0.5 IoU points for the SegVAE and +0.4 and +0.3 for
+the U-Net (seeds 0 and 1); and the channels-last memory format (3499 against 2711 SegVAE
+steps in 10 minutes, 746 against 631 U-Net steps; separate runs, seed 0). With both the gap
+was 0.9 and 0.8 points. Per step (one thread, the recipe): left-right flips plus random
+shifts of up to 4 pixels learned slower (0.939 against 0.947 after 1000 steps); 256 instead
+of 128 channels in the last block learned no faster (0.947 after 1000 steps) at about 1.3x
+the cost per step.
 """
 
 from __future__ import annotations

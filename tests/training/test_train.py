@@ -295,10 +295,9 @@ def test_ema_checkpoints_the_moving_average_and_resumes_exactly(
         tiny(cache, *steps, "train.max_steps=6"), tmp_path / "b", resume="last", progress=False
     )
     assert resumed.metrics["start_step"] == 4
+    resumed_state = _ckpt(resumed.last_ckpt)["state_dict"]
     for key, value in _ckpt(straight.last_ckpt)["state_dict"].items():
-        torch.testing.assert_close(
-            _ckpt(resumed.last_ckpt)["state_dict"][key], value, rtol=0, atol=0
-        )
+        torch.testing.assert_close(resumed_state[key], value, rtol=0, atol=0)
     assert resumed.metrics["val/loss"] == straight.metrics["val/loss"]
     with pytest.raises(ConfigError, match="train.ema_decay"):
         train(tiny(cache, "train.ema_decay=1.0"), tmp_path / "bad", progress=False)

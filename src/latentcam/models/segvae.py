@@ -29,9 +29,9 @@ measured choice (``benchmarks/seg_vs_unet.py``, numbers in the README):
 
 Measured while choosing (binary mask, synthetic faces, batch 32, one thread, one seed,
 IoU on 384 validation images): every 16x16 variant with LeakyReLU learned at nearly the
-same rate per step (about 0.81-0.86 IoU after 100 steps, 0.89-0.91 after 337,
-0.91-0.92 after 505, 0.93 after 823); ``downsample="pool"`` led early (0.855 vs 0.807 at 100 steps) but was
-even by 337 steps at 1.25x the cost; 256 channels, 64 base channels, K = 16, a
+same rate per step (about 0.81-0.86 IoU after 100 steps, 0.89-0.91 after 337, 0.91-0.92
+after 505, 0.93 after 823); ``downsample="pool"`` led early (0.855 vs 0.807 at 100 steps)
+but was even by 337 steps at 1.25x the cost; 256 channels, 64 base channels, K = 16, a
 pixel-shuffle decoder with residual blocks at 16x16, Adam lr 2e-3 and the Lovasz loss
 gained nothing per step. A 32x32 x 4 latent behind 3 blocks learned slower (0.910 after
 587 steps); behind 4 blocks (pool, 64 channels) it learned more per step (0.902 vs 0.881
@@ -51,13 +51,13 @@ a 32x32 x 2 latent behind strided blocks of at most 64 channels learned slower (
 337) at about the recipe's cost per step; with ReLU, Adam lr 2e-3 and 3e-3 gained nothing
 (0.921 and 0.915 after 337, 0.894 after 486 and 0.926 after 482).
 
-Most of what was left of the gap at 5 minutes was over-fitting, not learning speed: with ReLU, after 1087 / 1337
-steps (11 / 13 passes over the 3200 training faces) the IoU on 384 training faces was
-0.958 / 0.960 against 0.944 / 0.945 on validation faces, while the U-Net stops after about 3
-passes. Mirroring training images left-right (``data.hflip``, in the recipe) halved that
-spread and raised validation IoU: 0.947 / 0.948 (training faces 0.955 / 0.955). With flips
-the 5-minute gap was 0.2 and 0.3 points (two seeds); at 10 minutes the U-Net pulled ahead
-again (0.966 against 0.956).
+Most of what was left of the gap at 5 minutes was over-fitting, not learning speed: with
+ReLU, after 1087 / 1337 steps (11 / 13 passes over the 3200 training faces) the IoU on 384
+training faces was 0.958 / 0.960 against 0.944 / 0.945 on validation faces, while the U-Net
+stops after about 3 passes. Mirroring training images left-right (``data.hflip``, in the
+recipe) halved that spread and raised validation IoU: 0.947 / 0.948 (training faces 0.955 /
+0.955). With flips the 5-minute gap was 0.2 and 0.3 points (two seeds); at 10 minutes the
+U-Net pulled ahead again (0.966 against 0.956).
 
 Two things that help both networks, measured at 10 minutes with flips: scoring an
 exponential moving average of the weights (decay 0.99; ``train.ema_decay``, in the recipe)

@@ -104,6 +104,86 @@ def open_run_data(
     )
 
 
+class Latents(NamedTuple):
+    """The posterior means of a split of a run's data, with the labels they can be read
+    against (for finding latent directions).
+
+    Attributes:
+        mu: float32 (N, K) on the CPU.
+        attrs: float32 (N, 40) in {0, 1}, or None.
+        factors: float32 (N, F), or None.
+        factor_names: the F factor names.
+        split: the split encoded.
+    """
+
+    mu: torch.Tensor
+    attrs: torch.Tensor | None
+    factors: torch.Tensor | None
+    factor_names: tuple[str, ...]
+    split: str
+
+
+def encode_run_data(
+    run: str | Path | LoadedRun,
+    data: str | Path | None = None,
+    split: str = "train",
+    max_images: int = 4000,
+    batch_size: int = 256,
+    progress: bool = True,
+) -> Latents:
+    """mu of the first ``max_images`` images of ``split`` (in batches, never all at once).
+
+    Raises:
+        CheckpointError, DataError, InputError: as :func:`open_run_data`; an empty split.
+    """
+    from tqdm.auto import tqdm
+
+    from latentcam.data.dataset import FaceDataset
+    from latentcam.explain.hooks import eval_mode
+    from latentcam.training.datamodule import open_data
+
+    if max_images < 1:
+        raise InputError(f"max_images must be at least 1, got {max_images}")
+    loaded = run if isinstance(run, LoadedRun) else load_run(run)
+    cfg = loaded.config
+    face_data = open_data(cfg, data, progress=progress)
+    check_image_size(cfg.model, face_data.size)
+    dataset = FaceDataset(face_data, split=split)
+    count = min(len(dataset), max_images)
+    if count == 0:
+        path = str(data) if data is not None else cfg.data.path
+        raise DataError(f"split '{split}' of {path} is empty; choose another split")
+    model = loaded.model
+    device = next(model.parameters()).device
+    mus, attrs, factors = [], [], []
+    conditional = int(getattr(model, "cond_dim", 0) or 0) > 0
+    with eval_mode(model), torch.no_grad():
+        for start in tqdm(
+            range(0, count, batch_size), desc=f"encode {split}", disable=not progress, leave=False
+        ):
+            batch = dataset.batch(np.arange(start, min(start + batch_size, count)))
+            a = batch.get("attrs")
+            if conditional and a is None:
+                raise DataError(
+                    "this run is a CVAE conditioned on the 40 CelebA attributes, but its data has "
+                    "no attribute file; use a dataset with attributes (CelebA, CelebAMask-HQ, synth)"
+                )
+            cond = a.to(device) if conditional and a is not None else None
+            mu, _ = model.encode(batch["image"].to(device), cond)
+            mus.append(mu.float().cpu())
+            if a is not None:
+                attrs.append(a.float())
+            if batch.get("factors") is not None:
+                factors.append(batch["factors"].float())
+    return Latents(
+        mu=torch.cat(mus),
+        attrs=torch.cat(attrs) if attrs else None,
+        factors=torch.cat(factors) if factors else None,
+        factor_names=tuple(face_data.factor_names),
+        split=split,
+    )
+
+
 def parse_units(text: str | None, num_units: int) -> list[int] | None:
     """Parse ``"0,3,42"`` (or ``"0-9"`` ranges) into unit indices, checking the range."""
     if text is None or text.strip() in ("", "auto"):

@@ -707,13 +707,37 @@ def compute_cams(
     Returns:
         CamResult with maps (B, T, h, w) float32, unnormalised, in the order of ``targets``.
     """
+    results = compute_cams_by_method(
+        model, x, targets, cond, layer, (method,), post=post, chunk_size=chunk_size
+    )
+    return results[method]
+
+
+def compute_cams_by_method(
+    model: nn.Module,
+    x: torch.Tensor,
+    targets: Sequence[TargetLike],
+    cond: torch.Tensor | None = None,
+    layer: str | nn.Module | None = None,
+    methods: Sequence[str] = ("gradcam",),
+    post: str = "relu",
+    chunk_size: int | None = None,
+) -> dict[str, CamResult]:
+    """:func:`compute_cams` for several CAM methods from one forward and one set of gradients.
+
+    Targets linear in mu (latent units, directions ``mu . w``) at a layer whose path to mu
+    is affine take the exact shortcut: no backward at all, so T directions cost one forward
+    and one einsum.
+
+    Returns:
+        method name -> CamResult (maps (B, T, h, w) float32), in the order of ``methods``.
+    """
     resolved = [as_target(t) for t in targets]
     if not resolved:
         raise InputError("targets is empty; give at least one target")
-    results = _explain_methods(
-        model, x, cond, resolved, "mu", 0, layer, (method,), post, chunk_size
+    return _explain_methods(
+        model, x, cond, resolved, "mu", 0, layer, tuple(methods), post, chunk_size
     )
-    return results[method]
 
 
 # ----------------------------------------------------------------------------- post-processing
@@ -773,6 +797,7 @@ __all__ = [
     "affine_jacobian",
     "cam_from_grads",
     "compute_cams",
+    "compute_cams_by_method",
     "is_affine_path",
     "latent_cams",
     "mean_map",

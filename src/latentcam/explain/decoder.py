@@ -171,6 +171,55 @@ def decoder_jacobian(
     return DecoderMaps(maps=torch.cat(out, dim=1), exact=exact)
 
 
+def decoder_gram(
+    model: GenerativeModel,
+    z: Tensor,
+    cond: Tensor | None = None,
+    output: str = "auto",
+    chunk: int = UNIT_CHUNK,
+) -> Tensor:
+    """The decoder's Jacobian Gram matrix averaged over latents: mean_n J_n^T J_n, (K, K).
+
+    J_n = d decode(z_n) / d z (outputs flattened over channels and pixels, (D, K)), by
+    forward-mode AD as :func:`decoder_jacobian` (finite differences where that fails). Its
+    eigenvectors are the right-singular vectors of the Jacobian averaged over the data: the
+    latent directions that move the output most (a decoder-side analogue of SeFa, Shen &
+    Zhou 2021, for decoders that do not start with a linear layer).
+
+    Args:
+        model: a latentcam model (``decode``).
+        z: (N, K) latents, usually mu.
+        cond: (N, A) CVAE condition or None.
+        output: as :func:`decoder_jacobian`.
+        chunk: latent units per vmapped call.
+
+    Returns:
+        float64 (K, K), symmetric positive semi-definite, on the CPU.
+    """
+    if not isinstance(z, Tensor) or z.dim() != 2:
+        shape = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
+        raise InputError(f"z must be a (N, K) tensor of latents; got {shape}")
+    N, K = z.shape
+    z = z.detach().float()
+    gram = torch.zeros(K, K, dtype=torch.float64)
+    images_per_call = 8  # bounds memory: K x 8 Jacobian columns of one output each
+    with eval_mode(model):
+        for i in range(0, N, images_per_call):
+            zi = z[i : i + images_per_call]
+            ci = None if cond is None else cond[i : i + images_per_call]
+            columns = []
+            for s in range(0, K, chunk):
+                part = torch.arange(s, min(s + chunk, K), device=z.device)
+                try:
+                    cols = _jacobian_columns(model, zi, ci, part, output)
+                except (RuntimeError, NotImplementedError):
+                    cols = _fd_columns(model, zi, ci, part, output)
+                columns.append(cols.detach().flatten(2).float())  # (Tc, n, D)
+            jac = torch.cat(columns)  # (K, n, D)
+            gram += torch.einsum("knd,lnd->kl", jac, jac).double().cpu()
+    return gram / N
+
+
 def part_matrix(
     maps: Tensor, parts: Tensor, regions: Mapping[str, Sequence[int]] = REGIONS
 ) -> M.UnitPartTable:

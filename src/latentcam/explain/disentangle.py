@@ -448,9 +448,16 @@ def _split(n: int, val_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
     return order[n_val:], order[:n_val]
 
 
-def _fit_logistic(x: Tensor, y: Tensor, l2: float, steps: int) -> tuple[Tensor, Tensor]:
-    """L2-regularised logistic regressions (one per column of y) with L-BFGS; x standardised."""
+def fit_logistic(
+    x: Tensor, y: Tensor, l2: float, steps: int, sample_weights: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """L2-regularised logistic regressions (one per column of y) with L-BFGS; x standardised.
+
+    ``sample_weights`` (N, A) weighs each sample's loss per column (class balancing); the
+    loss is the weighted mean BCE per column plus ``l2 * |W|^2``.
+    """
     K, A = x.shape[1], y.shape[1]
+    weight_of = torch.ones_like(y) if sample_weights is None else sample_weights.to(y)
     weights = torch.zeros(K, A, dtype=x.dtype, requires_grad=True)
     bias = torch.zeros(A, dtype=x.dtype, requires_grad=True)
     opt = torch.optim.LBFGS([weights, bias], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
@@ -458,11 +465,8 @@ def _fit_logistic(x: Tensor, y: Tensor, l2: float, steps: int) -> tuple[Tensor, 
     def closure() -> Tensor:
         opt.zero_grad()
         logits = x @ weights + bias
-        loss = (
-            torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none")
-            .mean(0)
-            .sum()
-        )
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none")
+        loss = ((bce * weight_of).sum(0) / weight_of.sum(0)).sum()
         loss = loss + l2 * weights.square().sum()
         loss.backward()
         return loss
@@ -518,7 +522,7 @@ def probe_units(
         std = torch.where(std > 0, std, torch.ones_like(std))
         z = (x - mean) / std
         y = positives.to(torch.float64)
-        weights, bias = _fit_logistic(z[train], y[train], l2, steps)
+        weights, bias = fit_logistic(z[train], y[train], l2, steps)
         scores = weights.abs().T.contiguous()  # (A, K)
         heldout = auroc_matrix(z[held] @ weights + bias, positives[held]).diagonal()
     else:

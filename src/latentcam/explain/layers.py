@@ -39,12 +39,14 @@ from torch import nn
 from latentcam.errors import InputError
 from latentcam.explain import metrics as M
 from latentcam.explain.cam import (
+    compute_cams_by_method,
     latent_cams,
     latent_cams_by_method,
     normalise,
     resolve_layer,
     upsample,
 )
+from latentcam.explain.targets import Target
 
 log = logging.getLogger(__name__)
 
@@ -237,23 +239,36 @@ def fused_cams(
 
 
 class CamBank:
-    """Maps of all K units of a batch per (layer, method), computed once and reused.
+    """Maps of all K units (or of given targets) of a batch per (layer, method), computed
+    once and reused.
 
-    Layer-resolution maps are kept on the CPU ((N, K, h, w) float32: 13 MB for 32 images,
-    K=100 at 32x32); image-resolution maps are made on request for the units asked.
+    Layer-resolution maps are kept on the CPU ((N, T, h, w) float32: 13 MB for 32 images,
+    T=100 at 32x32); image-resolution maps are made on request for the columns asked.
+
+    Args:
+        model, images, cond: the model and the batch (N images) it explains.
+        fuse_how: how the :data:`FUSION` layer combines maps.
+        targets: the T targets (e.g. :func:`latentcam.explain.targets.direction_targets`);
+            None for every latent unit (T = K, column k = unit k).
     """
 
     def __init__(
-        self, model: nn.Module, images: Tensor, cond: Tensor | None, fuse_how: str = "mean"
+        self,
+        model: nn.Module,
+        images: Tensor,
+        cond: Tensor | None,
+        fuse_how: str = "mean",
+        targets: Sequence[Target] | None = None,
     ) -> None:
         self.model = model
         self.images = images
         self.cond = cond
         self.fuse_how = fuse_how
+        self.targets = None if targets is None else list(targets)
         self._maps: dict[tuple[str, str], Tensor] = {}
 
     def layer_maps(self, layer: str, method: str) -> Tensor:
-        """(N, K, h, w) unnormalised maps of every unit at a real layer, on the CPU."""
+        """(N, T, h, w) unnormalised maps of every target at a real layer, on the CPU."""
         if (layer, method) not in self._maps:
             self.prefetch(layer, [method])
         return self._maps[(layer, method)]
@@ -273,9 +288,13 @@ class CamBank:
         for s in range(0, self.images.shape[0], CHUNK):
             x = self.images[s : s + CHUNK]
             c = None if self.cond is None else self.cond[s : s + CHUNK]
-            for m, res in latent_cams_by_method(
-                self.model, x, cond=c, layer=layer, methods=todo
-            ).items():
+            if self.targets is None:
+                results = latent_cams_by_method(self.model, x, cond=c, layer=layer, methods=todo)
+            else:
+                results = compute_cams_by_method(
+                    self.model, x, self.targets, cond=c, layer=layer, methods=todo
+                )
+            for m, res in results.items():
                 out[m].append(res.maps.cpu())
         for m in todo:
             self._maps[(layer, m)] = torch.cat(out[m])
@@ -297,7 +316,8 @@ class CamBank:
         return list(res.maps.shape[-2:])
 
     def image_maps(self, layer: str, method: str, units: Sequence[int] | Tensor) -> Tensor:
-        """(N, T, H, W) maps of ``units`` at image size; fused maps for :data:`FUSION`."""
+        """(N, T', H, W) maps of columns ``units`` (unit or target indices) at image size;
+        fused maps for :data:`FUSION`."""
         index = torch.as_tensor(units, dtype=torch.long)
         size = tuple(self.images.shape[-2:])
         if layer == FUSION:

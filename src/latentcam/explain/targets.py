@@ -15,12 +15,14 @@ target                 what it scores
 of="z", seed=s)``      generator: the *sampled* latent the paper's Keras code explains
 ``LatentSum()``        sum_k mu_k (Liu et al.'s released code backpropagates sum(mu))
 ``LatentSum("z")``     sum_k z_k, sampled (the paper's code variant)
+``LatentDirection(w)`` mu . w, a direction in latent space (a concept: an attribute
+                       probe, a principal component ...; :mod:`latentcam.explain.directions`)
 ``SegClass(c, ...)``   Seg-Grad-CAM: sum of class c's logits over a pixel set M: the
                        predicted region of c (default), a given mask, a box or a pixel
 ``CustomTarget(fn)``   any callable ``VAEOutput -> (B,)``
 =====================  ==========================================================
 
-Targets that are linear in mu (``LatentUnit``/``LatentSum`` of mu) say so through
+Targets that are linear in mu (``LatentUnit``/``LatentSum``/``LatentDirection`` of mu) say so through
 :meth:`Target.mu_coefficients`; the engine then uses its exact no-backward shortcut when the
 path from the explained layer to mu is affine.
 """
@@ -167,6 +169,61 @@ class LatentSum(Target):
         return torch.ones(num_units) if self.of == "mu" else None
 
 
+@dataclass(frozen=True, eq=False)
+class LatentDirection(Target):
+    """A direction w in mu space: score = mu . w = sum_k w_k mu_k.
+
+    A latent unit is the special case w = e_k. The score is linear in mu, so the engine's
+    affine shortcut applies: the gradient with respect to a layer A is sum_k w_k d mu_k / dA,
+    and every direction costs no more than one forward once d mu / dA is known.
+
+    Attributes:
+        vector: (K,) float, the direction in mu space (any norm; directions found by
+            :mod:`latentcam.explain.directions` have norm 1).
+        label: readable name (e.g. "Smiling"), used in figure titles.
+    """
+
+    vector: torch.Tensor
+    label: str = "direction"
+
+    def __post_init__(self) -> None:
+        vector = torch.as_tensor(self.vector)
+        if vector.dim() != 1 or vector.numel() == 0:
+            raise InputError(
+                f"direction '{self.label}' must be a vector (K,), got shape {tuple(vector.shape)}"
+            )
+        if not vector.is_floating_point() or not bool(torch.isfinite(vector).all()):
+            raise InputError(f"direction '{self.label}' must hold finite float values")
+
+    @property
+    def name(self) -> str:
+        return self.label
+
+    def check(self, output: VAEOutput) -> None:
+        num_units = output.mu.shape[1]
+        if self.vector.numel() != num_units:
+            raise InputError(
+                f"direction '{self.label}' has {self.vector.numel()} components; this model's "
+                f"mu has K={num_units} units: use directions found on this model"
+            )
+
+    def __call__(self, output: VAEOutput) -> torch.Tensor:
+        self.check(output)
+        return output.mu @ self.vector.to(output.mu)
+
+    @property
+    def linear_in_mu(self) -> bool:
+        return True
+
+    def mu_coefficients(self, num_units: int) -> torch.Tensor | None:
+        if self.vector.numel() != num_units:
+            raise InputError(
+                f"direction '{self.label}' has {self.vector.numel()} components; this model's "
+                f"mu has K={num_units} units: use directions found on this model"
+            )
+        return self.vector.detach().float().cpu()
+
+
 Box = tuple[int, int, int, int]
 
 
@@ -310,6 +367,17 @@ def as_target(target: TargetLike) -> Target:
     )
 
 
+def direction_targets(vectors: torch.Tensor, names: Sequence[str]) -> list[Target]:
+    """One :class:`LatentDirection` per row of ``vectors`` (T, K), named by ``names``."""
+    vectors = torch.as_tensor(vectors)
+    if vectors.dim() != 2 or vectors.shape[0] != len(names):
+        raise InputError(
+            f"directions must be a (T, K) matrix with one name per row; got "
+            f"{tuple(vectors.shape)} and {len(names)} names"
+        )
+    return [LatentDirection(row, str(name)) for row, name in zip(vectors, names, strict=True)]
+
+
 def latent_targets(units: Sequence[int], of: str = "mu", seed: int = 0) -> list[Target]:
     """One :class:`LatentUnit` per index, all of ``of`` ('mu' or sampled 'z' with ``seed``)."""
     return [LatentUnit(int(k), of=of, seed=seed) for k in units]
@@ -332,6 +400,10 @@ def target_scores(targets: Sequence[Target], output: VAEOutput) -> torch.Tensor:
             [float(t.sign) for t in units], device=values.device, dtype=values.dtype
         )
         return values.index_select(1, index) * signs
+    if all(t.linear_in_mu for t in targets):  # units, sums and directions of mu: one matmul
+        coefficients = mu_coefficients(targets, output.mu.shape[1])
+        assert coefficients is not None
+        return output.mu @ coefficients.to(output.mu).T
     batch = output.mu.shape[0]
     columns = []
     for target in targets:

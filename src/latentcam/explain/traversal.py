@@ -31,6 +31,7 @@ from torch import nn
 from latentcam.data.classes import ATTRIBUTE_NAMES
 from latentcam.errors import InputError
 from latentcam.explain.hooks import eval_mode
+from latentcam.explain.targets import Target, direction_targets, latent_targets
 from latentcam.models.base import Decoded, GenerativeModel
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ SIGMA_STEPS: tuple[float, ...] = (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)
 #: Default values of a condition attribute in :func:`attribute_traversal`.
 ATTRIBUTE_STEPS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 
-MODES = ("additive", "sigma", "attribute")
+MODES = ("additive", "sigma", "attribute", "direction")
 OUTPUTS = ("auto", "image", "seg")
 
 
@@ -57,7 +58,8 @@ class Traversal(NamedTuple):
         units: long (K',) latent unit indices (attribute indices for mode "attribute").
         steps: float (S,) the step values.
         mode: "additive" (the paper: z_k + step), "sigma" (z_k + step * 1, the step in prior
-            standard deviations) or "attribute" (condition attribute set to step).
+            standard deviations), "attribute" (condition attribute set to step) or
+            "direction" (z + step * scale_j * w_j, the step in data standard deviations).
         images: float (B, K', S, 3, H, W) in [0, 1], the decoded images.
         heatmaps: float (B, K', S, h, w) >= 0, unnormalised Grad-CAM maps of unit k on the
             decoded image, re-encoded (the paper's "heatmap for each iteration"); for mode
@@ -67,6 +69,7 @@ class Traversal(NamedTuple):
             over channels (0 at step 0).
         layer: the explained layer's name.
         method: the CAM method.
+        names: for mode "direction", the T direction names (``units`` is then 0..T-1).
     """
 
     units: Tensor
@@ -77,6 +80,7 @@ class Traversal(NamedTuple):
     effects: Tensor
     layer: str = ""
     method: str = ""
+    names: tuple[str, ...] = ()
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -134,6 +138,21 @@ def _unit_index(units: Sequence[int] | Tensor | None, K: int, what: str = "unit"
     return index
 
 
+def _direction_rows(directions: Tensor, K: int) -> Tensor:
+    """Directions (T, K) (or one (K,)) as finite float32 rows for a model with K units."""
+    rows = torch.as_tensor(directions).detach().float().cpu()
+    if rows.dim() == 1:
+        rows = rows.unsqueeze(0)
+    if rows.dim() != 2 or rows.shape[0] == 0 or rows.shape[1] != K:
+        raise InputError(
+            f"directions must be (T, {K}) for this model (K={K} latent units); got "
+            f"{tuple(rows.shape)}"
+        )
+    if not bool(torch.isfinite(rows).all()):
+        raise InputError("directions hold NaN or Inf values")
+    return rows
+
+
 def _steps(steps: Sequence[float] | Tensor | None, default: Sequence[float]) -> Tensor:
     values = torch.as_tensor(default if steps is None else steps, dtype=torch.float32).flatten()
     if values.numel() == 0:
@@ -173,39 +192,50 @@ def effect_maps(
     symmetric: bool = True,
     output: str = "auto",
     chunk_size: int = 256,
+    directions: Tensor | None = None,
 ) -> Tensor:
-    """Where each latent unit acts on the decoded output.
+    """Where each latent unit (or direction) acts on the decoded output.
 
     symmetric: |decode(mu + delta e_k) - decode(mu - delta e_k)|; else
     |decode(mu + delta e_k) - decode(mu)|; averaged over colour (or class) channels. The
     finite-difference counterpart of a unit's Grad-CAM map (the paper's traversal,
-    measured): a unit that moves the mouth has its effect on the mouth. All B*K latents are
-    decoded in chunks of ``chunk_size`` (no loop over images).
+    measured): a unit that moves the mouth has its effect on the mouth. With
+    ``directions`` (T, K), row d_j replaces e_k: |decode(mu + delta d_j) - decode(mu -
+    delta d_j)|. All B*K' latents are decoded in chunks of ``chunk_size`` (no loop over
+    images).
 
     Args:
         model: a latentcam model (``decode``), put in eval mode for the call.
         mu: (B, K) posterior means (``model.encode(x)[0]``).
-        units: the K' units (default all K).
-        delta: the step in latent units (3 = three prior standard deviations).
+        units: the K' units (default all K); not with ``directions``.
+        delta: the step in latent units (3 = three prior standard deviations), or in units
+            of each direction's row (e.g. rows scaled to one data standard deviation).
         cond: (B, A) condition of a CVAE, else None.
         symmetric: central (True) or one-sided difference.
         output: "auto" | "image" | "seg" (see module docstring).
         chunk_size: latents decoded per call.
+        directions: (T, K) displacement per unit of ``delta``, one row per map, or None.
 
     Returns:
-        float (B, K', H, W) >= 0 on the model's device; in output units ([0, 1] for images).
+        float (B, K', H, W) (or (B, T, H, W)) >= 0 on the model's device; in output units
+        ([0, 1] for images).
     """
     device = _device(model)
     mu = torch.as_tensor(mu, device=device).float()
     if mu.dim() != 2:
         raise InputError(f"mu must be (B, K); got {tuple(mu.shape)}")
     B, K = mu.shape
-    index = _unit_index(units, K).to(device)
-    Kp = index.numel()
     cond = None if cond is None else torch.as_tensor(cond, device=device).float()
+    if directions is not None:
+        if units is not None:
+            raise InputError("effect_maps takes units or directions, not both")
+        step = _direction_rows(directions, K).to(device) * delta  # (T, K)
+    else:
+        index = _unit_index(units, K).to(device)
+        step = torch.zeros(index.numel(), K, device=device)
+        step[torch.arange(index.numel(), device=device), index] = delta  # row j = delta e_k
+    Kp = step.shape[0]
     with eval_mode(model):
-        step = torch.zeros(Kp, K, device=device)
-        step[torch.arange(Kp, device=device), index] = delta  # (K', K), row j = delta e_{k_j}
         plus = (mu.unsqueeze(1) + step.unsqueeze(0)).reshape(B * Kp, K)  # (B*K', K)
         cond_rep = _repeat(cond, Kp)
         out_plus = _decode_chunks(model, plus, cond_rep, output, chunk_size)
@@ -225,29 +255,92 @@ def _heatmaps_of(
     model: nn.Module,
     images: Tensor,
     cond: Tensor | None,
-    units: Sequence[int] | None,
+    targets: Sequence[Target] | None,
     layer: str | None,
     method: str,
     batch_size: int,
 ) -> tuple[Tensor, str]:
-    """CAM maps of ``units`` (None = the mean over all units) on N images -> (N, T, h, w)."""
-    from latentcam.explain.cam import latent_cams
+    """CAM maps of ``targets`` (None = the mean over all units) on N images -> (N, T, h, w)."""
+    from latentcam.explain.cam import compute_cams, latent_cams
 
     chunks, layer_name = [], ""
     for start in range(0, images.shape[0], batch_size):
         stop = start + batch_size
-        result = latent_cams(
-            model,
-            images[start:stop],
-            cond=None if cond is None else cond[start:stop],
-            units=units,
-            layer=layer,
-            method=method,
-        )
+        c = None if cond is None else cond[start:stop]
+        if targets is None:
+            result = latent_cams(model, images[start:stop], cond=c, layer=layer, method=method)
+        else:
+            result = compute_cams(
+                model, images[start:stop], targets, cond=c, layer=layer, method=method
+            )
         maps = result.maps.detach()
-        chunks.append(maps.mean(dim=1, keepdim=True) if units is None else maps)
+        chunks.append(maps.mean(dim=1, keepdim=True) if targets is None else maps)
         layer_name = result.layer
     return torch.cat(chunks), layer_name
+
+
+def _traverse_rows(
+    model: GenerativeModel,
+    x: Tensor,
+    rows: Tensor,
+    targets: Sequence[Target],
+    step_values: Tensor,
+    cond: Tensor | None,
+    layer: str | None,
+    method: str,
+    batch_size: int,
+    output: str,
+) -> tuple[Tensor, Tensor, Tensor, str]:
+    """The traversal z = mu + s * rows[j] for every image, row j and step s.
+
+    Returns images (B, T, S, 3, H, W), heatmaps (B, T, S, h, w) of target j on the decoded
+    image re-encoded (of the input images when the model decodes no image), effects
+    (B, T, S, H, W), and the explained layer's name.
+    """
+    device = step_values.device
+    with eval_mode(model), torch.no_grad():
+        mu, _ = model.encode(x, cond)
+        B, K = mu.shape
+        T, S = rows.shape[0], step_values.numel()
+        base = decoded_output(model.decode(mu, cond), output)  # (B, C, H, W)
+        shift = step_values[None, :, None] * rows.to(device)[:, None, :]  # (T, S, K)
+        z = (mu[:, None, None, :] + shift.unsqueeze(0)).reshape(B * T * S, K)
+        cond_rep = _repeat(cond, T * S)
+        outputs = _decode_chunks(model, z, cond_rep, output, batch_size)  # (B*T*S, C, H, W)
+        C, H, W = outputs.shape[1:]
+        outputs = outputs.reshape(B, T, S, C, H, W)
+        effects = (outputs - base[:, None, None]).abs().mean(dim=3)  # (B, T, S, H, W)
+        images = _as_picture(outputs.reshape(-1, C, H, W)).reshape(B, T, S, 3, H, W)
+    if C == 3 and output != "seg":
+        per_row = []
+        for j, target in enumerate(targets):  # one engine call per row, all images and steps
+            maps, layer_name = _heatmaps_of(
+                model,
+                images[:, j].reshape(B * S, 3, H, W),
+                _repeat(cond, S),
+                [target],
+                layer,
+                method,
+                batch_size,
+            )
+            per_row.append(maps[:, 0].reshape(B, S, *maps.shape[-2:]))
+        heatmaps = torch.stack(per_row, dim=1)  # (B, T, S, h, w)
+    else:
+        log.info("model has no image output: heatmaps are those of the input images")
+        maps, layer_name = _heatmaps_of(model, x, cond, list(targets), layer, method, batch_size)
+        heatmaps = maps.unsqueeze(2).expand(-1, -1, S, -1, -1).contiguous()
+    return images, heatmaps, effects, layer_name
+
+
+def _check_inputs(
+    model: GenerativeModel, x: Tensor, cond: Tensor | None
+) -> tuple[Tensor, Tensor | None]:
+    device = _device(model)
+    x = torch.as_tensor(x, device=device).float()
+    if x.dim() != 4:
+        raise InputError(f"x must be images (B, 3, H, W); got {tuple(x.shape)}")
+    cond = None if cond is None else torch.as_tensor(cond, device=device).float()
+    return x, cond
 
 
 def traverse(
@@ -287,47 +380,18 @@ def traverse(
     """
     if mode not in ("additive", "sigma"):
         raise InputError(f"unknown traversal mode '{mode}'; choose additive or sigma")
-    device = _device(model)
-    x = torch.as_tensor(x, device=device).float()
-    if x.dim() != 4:
-        raise InputError(f"x must be images (B, 3, H, W); got {tuple(x.shape)}")
-    cond = None if cond is None else torch.as_tensor(cond, device=device).float()
-    step_values = _steps(steps, PAPER_STEPS if mode == "additive" else SIGMA_STEPS).to(device)
-    with eval_mode(model), torch.no_grad():
-        mu, _ = model.encode(x, cond)
-        B, K = mu.shape
-        index = _unit_index(units, K)
-        Kp, S = index.numel(), step_values.numel()
-        base = decoded_output(model.decode(mu, cond), output)  # (B, C, H, W)
-        shift = torch.zeros(Kp, S, K, device=device)
-        shift[torch.arange(Kp, device=device), :, index.to(device)] = step_values  # (K', S, K)
-        z = (mu[:, None, None, :] + shift.unsqueeze(0)).reshape(B * Kp * S, K)
-        cond_rep = _repeat(cond, Kp * S)
-        outputs = _decode_chunks(model, z, cond_rep, output, batch_size)  # (B*K'*S, C, H, W)
-        C, H, W = outputs.shape[1:]
-        outputs = outputs.reshape(B, Kp, S, C, H, W)
-        effects = (outputs - base[:, None, None]).abs().mean(dim=3)  # (B, K', S, H, W)
-        images = _as_picture(outputs.reshape(-1, C, H, W)).reshape(B, Kp, S, 3, H, W)
-    if C == 3 and output != "seg":
-        per_unit = []
-        for j, k in enumerate(index.tolist()):  # one engine call per unit, all images and steps
-            maps, layer_name = _heatmaps_of(
-                model,
-                images[:, j].reshape(B * S, 3, H, W),
-                _repeat(cond, S),
-                [k],
-                layer,
-                method,
-                batch_size,
-            )
-            per_unit.append(maps[:, 0].reshape(B, S, *maps.shape[-2:]))
-        heatmaps = torch.stack(per_unit, dim=1)  # (B, K', S, h, w)
-    else:
-        log.info("model has no image output: heatmaps are those of the input images")
-        maps, layer_name = _heatmaps_of(model, x, cond, index.tolist(), layer, method, batch_size)
-        heatmaps = maps.unsqueeze(2).expand(-1, -1, S, -1, -1).contiguous()
+    x, cond = _check_inputs(model, x, cond)
+    step_values = _steps(steps, PAPER_STEPS if mode == "additive" else SIGMA_STEPS).to(x.device)
+    K = model.latent_dim or int(model.encode(x[:1], None if cond is None else cond[:1])[0].shape[1])
+    index = _unit_index(units, K)
+    rows = torch.zeros(index.numel(), K)
+    rows[torch.arange(index.numel()), index] = 1.0  # unit k is the direction e_k
+    targets = latent_targets(index.tolist())
+    images, heatmaps, effects, layer_name = _traverse_rows(
+        model, x, rows, targets, step_values, cond, layer, method, batch_size, output
+    )
     return Traversal(
-        units=index.to(device),
+        units=index.to(x.device),
         steps=step_values,
         mode=mode,
         images=images,
@@ -335,6 +399,74 @@ def traverse(
         effects=effects,
         layer=layer_name,
         method=method,
+    )
+
+
+def traverse_directions(
+    model: GenerativeModel,
+    x: Tensor,
+    directions: Tensor,
+    names: Sequence[str],
+    scales: Sequence[float] | Tensor | None = None,
+    steps: Sequence[float] | Tensor | None = None,
+    cond: Tensor | None = None,
+    layer: str | None = None,
+    method: str = "gradcam",
+    batch_size: int = 64,
+    output: str = "auto",
+) -> Traversal:
+    """Traverse directions w_j in latent space: z = mu_b + s * scale_j * w_j.
+
+    The step s is in units of ``scale_j``, the data's standard deviation of mu . w_j (from
+    :class:`latentcam.explain.directions.Direction`), so that s = +-2 moves a face about as
+    far along w_j as the data's faces spread. At every step the decoded image is re-encoded
+    and the CAM map of the score mu . w_j computed on it, and the effect map
+    |decoded(z) - decoded(mu_b)| is taken (as :func:`traverse` does for units).
+
+    Args:
+        model: a latentcam model.
+        x: images (B, 3, H, W) in [0, 1].
+        directions: (T, K) vectors w_j in mu space.
+        names: T names (figure titles and file names).
+        scales: (T,) step units; default 1 (steps in latent units).
+        steps: the S step values (default -3 ... 3).
+        cond, layer, method, batch_size, output: as :func:`traverse`.
+
+    Returns:
+        :class:`Traversal` with mode "direction", ``units`` = 0..T-1 and ``names``.
+    """
+    x, cond = _check_inputs(model, x, cond)
+    step_values = _steps(steps, SIGMA_STEPS).to(x.device)
+    K = model.latent_dim or int(model.encode(x[:1], None if cond is None else cond[:1])[0].shape[1])
+    vectors = _direction_rows(directions, K)
+    if len(names) != vectors.shape[0]:
+        raise InputError(f"{vectors.shape[0]} directions need {vectors.shape[0]} names")
+    scale = torch.ones(vectors.shape[0]) if scales is None else torch.as_tensor(scales).float()
+    if scale.shape != (vectors.shape[0],) or not bool((torch.isfinite(scale) & (scale > 0)).all()):
+        raise InputError("direction scales must be one finite positive number per direction")
+    targets = direction_targets(vectors, names)
+    images, heatmaps, effects, layer_name = _traverse_rows(
+        model,
+        x,
+        vectors * scale[:, None],
+        targets,
+        step_values,
+        cond,
+        layer,
+        method,
+        batch_size,
+        output,
+    )
+    return Traversal(
+        units=torch.arange(vectors.shape[0], device=x.device),
+        steps=step_values,
+        mode="direction",
+        images=images,
+        heatmaps=heatmaps,
+        effects=effects,
+        layer=layer_name,
+        method=method,
+        names=tuple(str(n) for n in names),
     )
 
 
@@ -428,13 +560,23 @@ class SavedTraversal(NamedTuple):
 def _step_label(mode: str, value: float) -> str:
     if mode == "attribute":
         return f"={value:g}"
-    unit = "sd" if mode == "sigma" else ""
+    unit = "sd" if mode in ("sigma", "direction") else ""
     return f"0{unit}" if value == 0 else f"{value:+g}{unit}"
 
 
-def _unit_label(mode: str, index: int) -> tuple[str, str]:
-    """(title, file stem) of a traversed unit or attribute."""
-    if mode == "attribute":
+def file_stem(name: str) -> str:
+    """A direction or attribute name as a file name: letters, digits, '-', '_' and '.'."""
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._")
+    return stem or "direction"
+
+
+def _unit_label(trav: Traversal, j: int) -> tuple[str, str]:
+    """(title, file stem) of the j-th traversed unit, attribute or direction."""
+    index = int(trav.units[j])
+    if trav.mode == "direction":
+        name = trav.names[j] if j < len(trav.names) else f"direction {index}"
+        return f"direction {name}", f"direction_{file_stem(name)}"
+    if trav.mode == "attribute":
         name = ATTRIBUTE_NAMES[index] if index < len(ATTRIBUTE_NAMES) else f"attribute {index}"
         return name, f"attr_{index:02d}"
     return f"unit {index}", f"unit_{index:03d}"
@@ -501,7 +643,7 @@ def save_traversal(
     effects = trav.effects[image_index].detach().float().cpu()
     effects = normalise(effects.transpose(0, 1), per="unit").transpose(0, 1)
     strips, gifs = [], []
-    for j, k in enumerate(trav.units.tolist()):
+    for j in range(Kp):
         rows = np.concatenate(
             [
                 to_uint8_hwc(images[j]),  # (S, H, W, 3)
@@ -511,7 +653,7 @@ def save_traversal(
         )
         if scale > 1:
             rows = rows.repeat(scale, axis=1).repeat(scale, axis=2)
-        title, stem = _unit_label(trav.mode, int(k))
+        title, stem = _unit_label(trav, j)
         method = f"{trav.method} " if trav.method else ""
         strip = _with_labels(
             make_grid(rows, nrow=S, pad=pad),
@@ -545,6 +687,7 @@ def save_traversal(
             mode=np.array(trav.mode),
             layer=np.array(trav.layer),
             method=np.array(trav.method),
+            names=np.asarray(trav.names, dtype=str),
             images=(trav.images.detach().float().clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(
                 np.uint8
             ),

@@ -229,3 +229,63 @@ def captioned_panels(
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def direction_ranking(rows: Sequence[Mapping[str, Any]]) -> Figure:
+    """The most significant latent directions: held-out AUROC of each attribute direction
+    beside its best single unit's, and the explained variance of unsupervised directions.
+
+    Args:
+        rows: one mapping per direction with ``name``, ``kind`` and its scores (``auroc``,
+            ``best_unit``, ``best_unit_auroc`` for attributes; ``explained_variance``).
+    """
+    supervised = [r for r in rows if r.get("auroc") is not None]
+    supervised.sort(key=lambda r: -float(r["auroc"]))
+    unsupervised = [
+        r for r in rows if r.get("auroc") is None and r.get("explained_variance") is not None
+    ]
+    panels = [p for p in (supervised, unsupervised) if p]
+    height = max(2.4, 0.24 * max((len(p) for p in panels), default=1) + 1.4)
+    fig, axes = plt.subplots(
+        1, max(1, len(panels)), figsize=(5.2 * max(1, len(panels)), height), squeeze=False
+    )
+    col = 0
+    if supervised:
+        ax = axes[0, col]
+        y = np.arange(len(supervised))
+        ax.barh(
+            y + 0.2,
+            [float(r["auroc"]) for r in supervised],
+            0.4,
+            color="#2563eb",
+            label="direction",
+        )
+        unit = [
+            float(r["best_unit_auroc"]) if r.get("best_unit_auroc") is not None else np.nan
+            for r in supervised
+        ]
+        if not np.all(np.isnan(unit)):
+            ax.barh(y - 0.2, unit, 0.4, color="#9ca3af", label="best single unit")
+        ax.axvline(0.5, color="black", lw=0.8, ls="--")
+        ax.set_yticks(y, [str(r["name"]) for r in supervised], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlim(0.0, 1.0)
+        ax.set_xlabel("held-out AUROC (0.5 = chance)")
+        ax.set_title("Directions that predict attributes")
+        ax.legend(loc="lower right", fontsize=8)
+        col += 1
+    if unsupervised:
+        ax = axes[0, col]
+        y = np.arange(len(unsupervised))
+        ax.barh(y, [float(r["explained_variance"]) for r in unsupervised], 0.6, color="#c2410c")
+        labels = []
+        for r in unsupervised:
+            top = r.get("top_correlates") or []
+            hint = f" ({top[0][0]}, r={float(top[0][1]):.2f})" if top else ""
+            labels.append(f"{r['name']}{hint}")
+        ax.set_yticks(y, labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("share of variance (PCA) or of the layer's energy (SeFa, Jacobian)")
+        ax.set_title("Unsupervised directions")
+    fig.tight_layout()
+    return fig

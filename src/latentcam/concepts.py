@@ -1,0 +1,779 @@
+"""Concepts of a trained run: find latent directions on its data, and score their heatmaps
+against the face parts where the concepts show.
+
+The single unit that best predicts an attribute is a weak handle on it; a linear probe on
+mu is a much better one, and its weight vector w is a direction whose score mu . w can be
+explained like a unit (:mod:`latentcam.explain.directions`). This module does that for a
+run:
+
+- :func:`find_directions`: encode the run's training split (and validation split), then
+  find attribute, factor, PCA, SeFa or decoder-Jacobian directions, or read the user's
+  (a vector file, two folders of images "with" and "without" a concept).
+- :func:`resolve_directions`: what ``--directions`` means on the command line (a file, or a
+  finder's name such as ``attributes``), with ``--names`` selecting.
+- :func:`score_directions`: for each direction that has parts, at every layer x method,
+  the energy of its heatmap in the part, the pointing game with two chance levels (the
+  part's area share, and a random cell of that layer's grid), the pointing game of its
+  effect map |decode(mu + 3 s w) - decode(mu - 3 s w)| (s = the data's standard deviation
+  along w) and the Spearman agreement between the two; faces where the part is empty are
+  left out and counted.
+- :func:`directions_report`: the ``directions`` section of ``latentcam evaluate``: every
+  attribute (and synthetic factor) direction scored beside its best single unit, scored the
+  same way, and the unsupervised directions with what they correlate with.
+- :func:`directions_run`: ``latentcam directions``: directions.npz, directions.json and a
+  ranking figure.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from latentcam.data.classes import ATTRIBUTE_NAMES
+from latentcam.errors import DataError, InputError
+from latentcam.explain import metrics as M
+from latentcam.explain.directions import (
+    ATTRIBUTE_PARTS,
+    Direction,
+    DirectionSet,
+    attribute_directions,
+    best_units,
+    correlations,
+    factor_directions,
+    factor_parts,
+    first_linear_weight,
+    jacobian_directions,
+    mean_difference,
+    oriented,
+    part_ids,
+    pca_directions,
+    read_vectors,
+    sefa_directions,
+    unit_direction,
+)
+from latentcam.explain.disentangle import auroc_matrix
+from latentcam.explain.layers import FUSION, CamBank, encoder_blocks, mean_finite
+from latentcam.explain.traversal import effect_maps
+from latentcam.runs import Latents, encode_run_data
+from latentcam.training.checkpoint import LoadedRun, load_run
+
+log = logging.getLogger(__name__)
+
+Tensor = torch.Tensor
+
+#: Finder names accepted by ``latentcam directions --kind`` and ``--directions``.
+FINDERS = ("attributes", "factors", "pca", "sefa", "jacobian")
+#: CAM methods the directions are scored with by default (Grad-CAM is the paper's; LayerCAM
+#: and HiResCAM keep the gradient's spatial layout, which the high-resolution blocks need).
+DIRECTION_METHODS = ("gradcam", "layercam", "hirescam")
+#: The scores of one (direction, layer, method), in metrics.json order.
+SCORE_KEYS = (
+    "energy_in_part",
+    "pointing_game",
+    "chance",
+    "cell_chance",
+    "effect_pointing",
+    "spearman_cam_effect",
+)
+#: Unsupervised directions found per finder by ``evaluate``.
+UNSUPERVISED_K = 5
+
+
+# ----------------------------------------------------------------------------- finding
+
+
+def _validation_latents(
+    loaded: LoadedRun, data: str | Path | None, max_images: int, progress: bool
+) -> Latents:
+    """Latents of the validation split, or of the test split when there is no validation."""
+    try:
+        return encode_run_data(loaded, data, "val", max_images, progress=progress)
+    except DataError:
+        return encode_run_data(loaded, data, "test", max_images, progress=progress)
+
+
+def _folder_latents(loaded: LoadedRun, folder: str | Path, progress: bool) -> Tensor:
+    """mu of every image of a plain folder, at the run's image size."""
+    from latentcam.data.dataset import FaceDataset, load_face_data
+
+    path = Path(folder)
+    if not path.is_dir():
+        raise InputError(f"no image folder at {path}")
+    cfg = loaded.config
+    face_data = load_face_data(path, cfg.model.image_size, progress=progress)
+    dataset = FaceDataset(face_data, split="all")
+    if len(dataset) == 0:
+        raise InputError(f"the folder {path} holds no image")
+    if int(getattr(loaded.model, "cond_dim", 0) or 0) > 0:
+        raise InputError(
+            "concept folders need an unconditional model: a CVAE's mu depends on the attributes"
+        )
+    model = loaded.model
+    device = next(model.parameters()).device
+    mus = []
+    with torch.no_grad():
+        for start in range(0, len(dataset), 256):
+            batch = dataset.batch(np.arange(start, min(start + 256, len(dataset))))
+            mus.append(model.encode(batch["image"].to(device), None)[0].float().cpu())
+    return torch.cat(mus)
+
+
+def find_directions(
+    run: str | Path | LoadedRun,
+    data: str | Path | None = None,
+    kinds: Sequence[str] = ("attributes",),
+    names: Sequence[str] | None = None,
+    k: int = UNSUPERVISED_K,
+    max_images: int = 4000,
+    parts: Mapping[str, Sequence[str]] | None = None,
+    with_images: str | Path | None = None,
+    without_images: str | Path | None = None,
+    concept: str = "concept",
+    vectors: str | Path | None = None,
+    progress: bool = True,
+) -> DirectionSet:
+    """Find (or read) latent directions of a run on its data.
+
+    Args:
+        run: a run folder, ``.ckpt`` or loaded run.
+        data: dataset path (default: the run's own data).
+        kinds: finders among :data:`FINDERS`, or ``"all"`` (every finder the data allows).
+        names: attribute / factor names to keep (an unknown one, or one with too few
+            positives, is an InputError); None = every one with enough positives.
+        k: directions per unsupervised finder.
+        max_images: training images encoded for the finders (and as many validation images
+            for their scores).
+        parts: attribute -> part names (default :data:`ATTRIBUTE_PARTS`).
+        with_images, without_images: two image folders: the mean-difference direction
+            ``concept`` (TCAV).
+        concept: the name of that direction.
+        vectors: a file of user directions (:func:`latentcam.explain.directions.read_vectors`).
+
+    Returns:
+        the directions, in finder order; the unsupervised ones oriented towards the attribute
+        (or factor) they correlate with most, which is recorded in their scores.
+    """
+    loaded = run if isinstance(run, LoadedRun) else load_run(run)
+    wanted = list(FINDERS) if "all" in kinds else list(dict.fromkeys(kinds))
+    bad = [w for w in wanted if w not in FINDERS]
+    if bad:
+        raise InputError(
+            f"unknown direction finder '{bad[0]}'; choose from: {', '.join(FINDERS)}, all"
+        )
+    if (with_images is None) != (without_images is None):
+        raise InputError("give both --with and --without image folders for a concept direction")
+    K = int(loaded.model.latent_dim)
+    found = DirectionSet([], K, {"run": str(loaded.run_dir or loaded.checkpoint_path)})
+    if vectors is not None:
+        found = found.extend(read_vectors(vectors, K))
+    if with_images is not None and without_images is not None:
+        mu_with = _folder_latents(loaded, with_images, progress)
+        mu_without = _folder_latents(loaded, without_images, progress)
+        found = found.extend(DirectionSet([mean_difference(mu_with, mu_without, concept)], K))
+    if not wanted:
+        return found
+    train = encode_run_data(loaded, data, "train", max_images, progress=progress)
+    val = _validation_latents(loaded, data, max_images, progress)
+    found.meta.update(train_images=int(train.mu.shape[0]), val_images=int(val.mu.shape[0]))
+    if data is not None:
+        found.meta["data"] = str(data)
+    if "attributes" in wanted and (train.attrs is None or val.attrs is None):
+        if "all" not in kinds:
+            raise InputError(
+                "attribute directions need attribute labels; this data has none (use a dataset "
+                "with an attribute file: CelebA, CelebAMask-HQ, synth), or --kind pca/sefa/jacobian"
+            )
+        wanted.remove("attributes")
+    if "factors" in wanted and (train.factors is None or val.factors is None):
+        if "all" not in kinds:
+            raise InputError(
+                "factor directions need known factors: only the synthetic faces have them"
+            )
+        wanted.remove("factors")
+    if "attributes" in wanted:
+        assert train.attrs is not None and val.attrs is not None
+        found_attrs = attribute_directions(
+            train.mu,
+            train.attrs,
+            val.mu,
+            val.attrs,
+            ATTRIBUTE_NAMES,
+            parts=ATTRIBUTE_PARTS if parts is None else parts,
+            required=[n for n in (names or ()) if n in ATTRIBUTE_NAMES],
+        )
+        found = found.extend(with_best_units(found_attrs, train, val))
+    if "factors" in wanted:
+        assert train.factors is not None and val.factors is not None
+        found = found.extend(
+            factor_directions(train.mu, train.factors, val.mu, val.factors, train.factor_names)
+        )
+    unsupervised = DirectionSet([], K)
+    if "pca" in wanted:
+        unsupervised = unsupervised.extend(pca_directions(train.mu, k))
+    if "sefa" in wanted:
+        weight = first_linear_weight(loaded.model, K)
+        if weight is None:
+            if "all" not in kinds:
+                raise InputError(
+                    "this model's decoder does not start with a linear layer on z, so SeFa does "
+                    "not apply; use --kind jacobian (the decoder Jacobian's directions)"
+                )
+        else:
+            unsupervised = unsupervised.extend(sefa_directions(weight, k, mu=train.mu))
+    if "jacobian" in wanted:
+        device = next(loaded.model.parameters()).device
+        sample = train.mu[: min(32, train.mu.shape[0])].to(device)
+        cond = None
+        if int(getattr(loaded.model, "cond_dim", 0) or 0) > 0 and train.attrs is not None:
+            cond = train.attrs[: sample.shape[0]].to(device)
+        unsupervised = unsupervised.extend(jacobian_directions(loaded.model, sample, cond, k))
+    if len(unsupervised):
+        found = found.extend(_annotate(unsupervised, train))
+    if names is not None:
+        skipped = found.skipped
+        found = found.select(list(names))
+        found.skipped = {n: w for n, w in skipped.items() if n in names}
+    return found
+
+
+def with_best_units(found: DirectionSet, train: Latents, val: Latents) -> DirectionSet:
+    """Attribute directions with their best single unit recorded in ``scores``: the unit with
+    the highest training-split AUROC in its better sign (``best_unit``, ``best_unit_sign``),
+    and that signed unit's AUROC on the validation split (``best_unit_auroc``)."""
+    if not len(found) or train.attrs is None or val.attrs is None:
+        return found
+    picked = [ATTRIBUTE_NAMES.index(d.name) for d in found]
+    units, signs, _ = best_units(train.mu, train.attrs[:, picked])
+    values = val.mu[:, units].double() * torch.tensor(signs, dtype=torch.float64)
+    held = auroc_matrix(values, val.attrs[:, picked].double() > 0).diagonal()
+    for j, d in enumerate(found):
+        d.scores.update(best_unit=units[j], best_unit_sign=signs[j], best_unit_auroc=float(held[j]))
+    return found
+
+
+def _annotate(directions: DirectionSet, train: Latents) -> DirectionSet:
+    """Orient unsupervised directions towards their top correlate and record the top three."""
+    labels, label_names = _labels(train)
+    if labels is None:
+        return directions
+    directions = oriented(directions, correlations(directions, train.mu, labels, label_names))
+    top = correlations(directions, train.mu, labels, label_names)
+    annotated = []
+    for d in directions:
+        scores = {**d.scores, "top_correlates": [[n, r] for n, r in top[d.name]]}
+        annotated.append(Direction(d.name, d.vector, d.kind, d.source, d.scale, d.parts, scores))
+    return DirectionSet(annotated, directions.latent_dim, dict(directions.meta))
+
+
+def _labels(latents: Latents) -> tuple[Tensor | None, list[str]]:
+    """Attributes that vary, and factors, as one (N, L) matrix with their names."""
+    columns, names = [], []
+    if latents.attrs is not None:
+        rate = latents.attrs.mean(0)
+        for a, name in enumerate(ATTRIBUTE_NAMES):
+            if 0.0 < float(rate[a]) < 1.0:
+                columns.append(latents.attrs[:, a])
+                names.append(name)
+    if latents.factors is not None:
+        for f, name in enumerate(latents.factor_names):
+            columns.append(latents.factors[:, f])
+            names.append(f"factor:{name}")
+    if not columns:
+        return None, []
+    return torch.stack(columns, dim=1), names
+
+
+def resolve_directions(
+    spec: str,
+    run: str | Path | LoadedRun,
+    data: str | Path | None = None,
+    names: Sequence[str] | None = None,
+    progress: bool = True,
+) -> DirectionSet:
+    """The directions that ``--directions SPEC [--names ...]`` asks for.
+
+    ``SPEC`` is a file (a ``directions.npz`` written by ``latentcam directions``, or a vector
+    file, :func:`latentcam.explain.directions.read_vectors`) or a finder name of
+    :data:`FINDERS` (``attributes``, ``factors``, ``pca``, ``sefa``, ``jacobian``; fit now on
+    the run's training split), or several joined by commas.
+
+    Raises:
+        InputError: an unknown file or finder, an unknown name, a direction of the wrong width.
+    """
+    loaded = run if isinstance(run, LoadedRun) else load_run(run)
+    K = int(loaded.model.latent_dim)
+    words = [w.strip() for w in str(spec).split(",") if w.strip()]
+    if not words:
+        raise InputError("--directions is empty; give a directions file or 'attributes'")
+    finders = [w for w in words if w in FINDERS or w == "all"]
+    files = [w for w in words if w not in finders]
+    found = DirectionSet([], K)
+    for path in files:
+        if not Path(path).exists():
+            raise InputError(
+                f"--directions '{path}' is neither a file nor a finder ({', '.join(FINDERS)})"
+            )
+        found = found.extend(read_vectors(path, K))
+    if finders:
+        finder_names = None if files else names
+        found = found.extend(
+            find_directions(loaded, data, finders, names=finder_names, progress=progress)
+        )
+    if names is not None:
+        found = found.select(list(names))
+    if not len(found):
+        raise InputError(f"--directions {spec} gave no direction (see the log for why)")
+    return found
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+@dataclass
+class DirectionScore:
+    """How well one direction's heatmaps land on its part.
+
+    Attributes:
+        name: the direction's name.
+        parts: the part names scored against.
+        faces: faces scored (the part is present).
+        faces_without_part: faces left out because the part is empty there.
+        layers: layer -> method -> {score name: value} (:data:`SCORE_KEYS`).
+        best_layer, best_method: the pair with the highest pointing game (ties: energy).
+    """
+
+    name: str
+    parts: tuple[str, ...]
+    faces: int
+    faces_without_part: int
+    layers: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    best_layer: str = ""
+    best_method: str = ""
+
+    def at(self, layer: str, method: str) -> dict[str, float]:
+        return self.layers.get(layer, {}).get(method, {k: float("nan") for k in SCORE_KEYS})
+
+    @property
+    def best(self) -> dict[str, float]:
+        return self.at(self.best_layer, self.best_method)
+
+
+def cell_chance(mask: Tensor, size: Sequence[int]) -> Tensor:
+    """Chance of the pointing game for a map of ``size`` (h, w) cells: the share of the
+    layer's cells whose centre pixel lies in the part, per image.
+
+    A map at h x w resolution, upsampled, peaks near the centre of one of its cells: a random
+    cell hits the part with this probability (the area share at image resolution).
+
+    Args:
+        mask: bool (N, H, W). size: (h, w).
+
+    Returns:
+        float (N,).
+    """
+    N, H, W = mask.shape
+    h, w = int(size[0]), int(size[1])
+    rows = ((torch.arange(h) + 0.5) * H / h).long().clamp(max=H - 1)
+    cols = ((torch.arange(w) + 0.5) * W / w).long().clamp(max=W - 1)
+    return mask[:, rows][:, :, cols].float().mean(dim=(1, 2))
+
+
+def score_directions(
+    model: torch.nn.Module,
+    images: Tensor,
+    cond: Tensor | None,
+    parts: Tensor,
+    directions: DirectionSet,
+    layers: Sequence[str] | None = None,
+    methods: Sequence[str] = DIRECTION_METHODS,
+    delta: float = 3.0,
+    progress: bool = False,
+) -> list[DirectionScore]:
+    """Score every direction that has parts (see the module docstring for the scores).
+
+    Args:
+        model: a latentcam model.
+        images: (N, 3, H, W) in [0, 1], held-out images; cond: (N, A) or None.
+        parts: int64 (N, H, W) CelebAMask-HQ part ids.
+        directions: the T directions (those without parts are skipped).
+        layers: real layer names and/or ``"fusion"`` (default: every encoder block).
+        methods: CAM methods.
+        delta: effect-map step in units of each direction's ``scale``.
+
+    Returns:
+        one :class:`DirectionScore` per direction with parts, in order.
+    """
+    scored = [d for d in directions if d.parts]
+    if not scored:
+        return []
+    names = list(layers) if layers else encoder_blocks(model)
+    subset = DirectionSet(scored, directions.latent_dim)
+    parts = parts.cpu().long()
+    with torch.no_grad():
+        mu, _ = model.encode(images, cond)  # type: ignore[operator]
+    rows = subset.vectors * subset.scales[:, None]  # one data SD along each direction
+    effects = effect_maps(model, mu, delta=delta, cond=cond, directions=rows).cpu()  # type: ignore[arg-type]
+    bank = CamBank(model, images, cond, targets=subset.targets)
+    masks = [torch.isin(parts, torch.tensor(part_ids(d.parts))) for d in scored]
+    present = [m.flatten(1).any(1) for m in masks]
+    results = [
+        DirectionScore(d.name, d.parts, int(p.sum()), int((~p).sum()))
+        for d, p in zip(scored, present, strict=True)
+    ]
+    effect_hits = []
+    for t, d in enumerate(scored):
+        keep = present[t]
+        if not bool(keep.any()):
+            effect_hits.append(float("nan"))
+            continue
+        ids = {"part": part_ids(d.parts)}
+        sc = M.region_scores(effects[keep][:, t : t + 1], parts[keep], "part", ids)
+        effect_hits.append(mean_finite(sc.hits))
+    pairs = [(layer, method) for layer in names for method in methods]
+    for layer in names:
+        if layer != FUSION:
+            bank.prefetch(layer, list(methods))
+    for layer, method in tqdm(pairs, desc="directions", disable=not progress, leave=False):
+        size = bank.map_size(layer)
+        cams = bank.image_maps(layer, method, list(range(len(scored))))  # (N, T, H, W)
+        flat = M.flat_maps(cams)
+        for t, d in enumerate(scored):
+            keep = present[t]
+            if not bool(keep.any()):
+                continue
+            ids = {"part": part_ids(d.parts)}
+            cam = cams[keep][:, t : t + 1]
+            sc = M.region_scores(cam, parts[keep], "part", ids)
+            rho = M.rank_correlation(cam, effects[keep][:, t : t + 1])[:, 0]
+            rho = torch.where(flat[keep][:, t], torch.zeros_like(rho), rho)
+            results[t].layers.setdefault(layer, {})[method] = {
+                "energy_in_part": mean_finite(sc.energy),
+                "pointing_game": mean_finite(sc.hits),
+                "chance": mean_finite(sc.chance),
+                "cell_chance": mean_finite(
+                    sc.chance if layer == FUSION else cell_chance(masks[t][keep], size)
+                ),
+                "effect_pointing": effect_hits[t],
+                "spearman_cam_effect": mean_finite(rho),
+            }
+    for result in results:
+        candidates = [
+            (scores["pointing_game"], scores["energy_in_part"], layer, method)
+            for layer, by_method in result.layers.items()
+            for method, scores in by_method.items()
+        ]
+        candidates = [c for c in candidates if not math.isnan(c[0])]
+        if candidates:
+            _, _, result.best_layer, result.best_method = max(
+                candidates, key=lambda c: (c[0], c[1])
+            )
+    return results
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+def _verdict(scores: Mapping[str, float]) -> str:
+    """A plain reading of a pointing game against the higher of its two chance levels."""
+    hit = scores.get("pointing_game", float("nan"))
+    chance = max(scores.get("chance", float("nan")), scores.get("cell_chance", float("nan")))
+    if math.isnan(hit) or math.isnan(chance) or chance <= 0:
+        return "not scored"
+    ratio = hit / chance
+    if ratio < 0.9:
+        return "below chance"
+    if ratio < 1.5:
+        return "at chance: this heatmap does not show where the concept is"
+    return f"{ratio:.1f}x chance"
+
+
+def _entry(score: DirectionScore, unit_score: DirectionScore | None) -> dict[str, Any]:
+    best = {"layer": score.best_layer, "method": score.best_method, **score.best}
+    best["verdict"] = _verdict(score.best)
+    entry: dict[str, Any] = {
+        "parts": list(score.parts),
+        "faces": score.faces,
+        "faces_without_part": score.faces_without_part,
+        "layers": score.layers,
+        "best": best,
+    }
+    if unit_score is not None:
+        at_best = unit_score.at(score.best_layer, score.best_method)
+        entry["unit"] = {
+            "layer": score.best_layer,
+            "method": score.best_method,
+            **at_best,
+            "verdict": _verdict(at_best),
+            "own_best": {
+                "layer": unit_score.best_layer,
+                "method": unit_score.best_method,
+                **unit_score.best,
+            },
+        }
+    return entry
+
+
+def directions_report(
+    loaded: LoadedRun,
+    data: str | Path | None,
+    images: Tensor,
+    cond: Tensor | None,
+    parts: Tensor | None,
+    mu_val: Tensor,
+    attrs_val: Tensor | None,
+    factors_val: Tensor | None,
+    factor_names: Sequence[str],
+    directions: DirectionSet | None = None,
+    layers: Sequence[str] | None = None,
+    methods: Sequence[str] = DIRECTION_METHODS,
+    max_train_images: int = 4000,
+    unsupervised: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The ``directions`` section of ``latentcam evaluate`` (keys in :mod:`latentcam.evaluate`).
+
+    Attribute directions are fit on up to ``max_train_images`` training images and scored
+    (AUROC) on the evaluation images ``mu_val``/``attrs_val``; factor directions likewise
+    when the data has factors. Each is scored against its part on ``images`` beside the best
+    single unit for the same attribute (the unit with the highest training-split AUROC, in
+    its better sign; the best unit per factor by |correlation|), scored the same way.
+
+    Args:
+        loaded: the run. data: its dataset path (None: the run's own).
+        images, cond, parts: the map images (N, 3, H, W), condition, part ids (N, H, W).
+        mu_val, attrs_val, factors_val: latents and labels of the evaluation images (M >= N).
+        directions: directions to score instead of fitting attribute and factor directions.
+        layers, methods: what the heatmaps are scored at (default every encoder block).
+        unsupervised: add PCA and SeFa (else decoder-Jacobian) directions with what they
+            correlate with.
+    """
+    model = loaded.model
+    K = int(model.latent_dim)
+    train = encode_run_data(loaded, data, "train", max_train_images, progress=progress)
+    section: dict[str, Any] = {
+        "train_images": int(train.mu.shape[0]),
+        "map_images": int(images.shape[0]),
+        "methods": list(methods),
+        "layers": list(layers) if layers else encoder_blocks(model),
+    }
+    supervised = DirectionSet([], K)
+    unit_rows: dict[str, Direction] = {}
+    val = Latents(mu_val.cpu(), attrs_val, factors_val, tuple(factor_names), "val")
+    if directions is not None:
+        supervised = directions
+    else:
+        if train.attrs is not None and attrs_val is not None:
+            found = with_best_units(
+                attribute_directions(train.mu, train.attrs, val.mu, attrs_val), train, val
+            )
+            supervised = supervised.extend(found)
+            section["skipped"] = found.skipped
+            for d in found:
+                unit, sign = int(d.scores["best_unit"]), int(d.scores["best_unit_sign"])
+                unit_rows[d.name] = unit_direction(
+                    unit, K, sign, mu=train.mu, name=f"{d.name}:unit_{unit}"
+                )
+        if train.factors is not None and factors_val is not None:
+            found_f = factor_directions(train.mu, train.factors, mu_val, factors_val, factor_names)
+            table = factor_parts()
+            found_f = found_f.select([d.name for d in found_f if d.name in table])
+            supervised = supervised.extend(
+                DirectionSet(
+                    [
+                        Direction(
+                            f"factor:{d.name}",
+                            d.vector,
+                            d.kind,
+                            d.source,
+                            d.scale,
+                            d.parts,
+                            d.scores,
+                        )
+                        for d in found_f
+                    ],
+                    K,
+                )
+            )
+            corr = _unit_correlation(train.mu, train.factors)
+            for d in found_f:
+                f = list(factor_names).index(d.name)
+                unit = int(corr[:, f].abs().argmax())
+                sign = 1 if float(corr[unit, f]) >= 0 else -1
+                unit_rows[f"factor:{d.name}"] = unit_direction(
+                    unit, K, sign, mu=train.mu, name=f"factor:{d.name}:unit_{unit}"
+                )
+                d.scores.update(best_unit=unit, best_unit_sign=sign)
+    scores_by_name: dict[str, DirectionScore] = {}
+    if parts is not None and len(supervised):
+        units = [
+            Direction(u.name, u.vector, u.kind, u.source, u.scale, supervised[name].parts, u.scores)
+            for name, u in unit_rows.items()
+        ]
+        everything = supervised.extend(DirectionSet(units, K))
+        for s in score_directions(
+            model, images, cond, parts, everything, layers, methods, progress=progress
+        ):
+            scores_by_name[s.name] = s
+    attributes: dict[str, Any] = {}
+    factors: dict[str, Any] = {}
+    for d in supervised:
+        entry: dict[str, Any] = {
+            "kind": d.kind,
+            **{
+                k: v
+                for k, v in d.scores.items()
+                if k
+                in ("auroc", "accuracy", "balanced_accuracy", "n_pos", "n_pos_val", "r2", "corr")
+            },
+            "parts": list(d.parts),
+            "scale": d.scale,
+        }
+        unit = unit_rows.get(d.name)
+        if "best_unit" in d.scores:
+            entry["best_unit"] = {
+                "unit": d.scores["best_unit"],
+                "sign": d.scores["best_unit_sign"],
+                **({"auroc": d.scores["best_unit_auroc"]} if "best_unit_auroc" in d.scores else {}),
+            }
+        if d.name in scores_by_name:
+            entry.update(
+                _entry(scores_by_name[d.name], scores_by_name.get(unit.name) if unit else None)
+            )
+        if d.name.startswith("factor:"):
+            factors[d.name.removeprefix("factor:")] = entry
+        else:
+            attributes[d.name] = entry
+    section["attributes"] = attributes
+    if factors:
+        section["factors"] = factors
+    if unsupervised and directions is None:
+        found_u = pca_directions(train.mu, UNSUPERVISED_K)
+        weight = first_linear_weight(model, K)
+        if weight is not None:
+            found_u = found_u.extend(sefa_directions(weight, UNSUPERVISED_K, mu=train.mu))
+        else:
+            device = next(model.parameters()).device
+            sample = train.mu[:16].to(device)
+            c = None if cond is None else cond[:16]
+            if c is not None and c.shape[0] != sample.shape[0]:
+                c = None
+            found_u = found_u.extend(jacobian_directions(model, sample, c, UNSUPERVISED_K))
+        found_u = _annotate(found_u, train)
+        section["unsupervised"] = {
+            d.name: {
+                "kind": d.kind,
+                "explained_variance": d.scores.get("explained_variance"),
+                "top_correlates": d.scores.get("top_correlates", []),
+                "source": d.source,
+            }
+            for d in found_u
+        }
+    return section
+
+
+def _unit_correlation(mu: Tensor, factors: Tensor) -> Tensor:
+    """Pearson correlation of every unit with every factor: (K, F)."""
+    x = mu.double() - mu.double().mean(0)
+    y = factors.double() - factors.double().mean(0)
+    denom = x.norm(dim=0)[:, None] * y.norm(dim=0)[None, :]
+    return torch.where(denom > 0, (x.T @ y) / denom, torch.zeros_like(denom))
+
+
+# ----------------------------------------------------------------------------- command
+
+
+def directions_run(
+    run: str | Path,
+    out: str | Path,
+    data: str | Path | None = None,
+    kinds: Sequence[str] = ("attributes",),
+    names: Sequence[str] | None = None,
+    k: int = UNSUPERVISED_K,
+    max_images: int = 4000,
+    parts: Mapping[str, Sequence[str]] | None = None,
+    with_images: str | Path | None = None,
+    without_images: str | Path | None = None,
+    concept: str = "concept",
+    vectors: str | Path | None = None,
+    progress: bool = True,
+) -> Path:
+    """``latentcam directions``: find, score and save directions; returns the output folder.
+
+    Writes ``out/directions.npz`` (:meth:`DirectionSet.save`), ``out/directions.json`` (every
+    direction's kind, source, scale, parts and scores, and what was skipped and why) and
+    ``out/ranking.png`` (held-out AUROC per attribute direction beside its best single unit;
+    explained variance for unsupervised directions).
+    """
+    from latentcam.io import ensure_dir, write_json
+    from latentcam.report.figures import save_figure
+    from latentcam.report.plots import direction_ranking
+
+    loaded = load_run(run)
+    found = find_directions(
+        loaded,
+        data,
+        kinds,
+        names,
+        k,
+        max_images,
+        parts,
+        with_images,
+        without_images,
+        concept,
+        vectors,
+        progress,
+    )
+    if not len(found):
+        raise InputError(
+            "no direction was found: "
+            + ("; ".join(f"{n}: {w}" for n, w in found.skipped.items()) or "nothing asked")
+        )
+    folder = ensure_dir(out)
+    found.save(folder / "directions.npz")
+    write_json(
+        folder / "directions.json",
+        {
+            "latent_dim": found.latent_dim,
+            **found.meta,
+            "directions": [
+                {
+                    "name": d.name,
+                    "kind": d.kind,
+                    "source": d.source,
+                    "scale": d.scale,
+                    "parts": list(d.parts),
+                    "scores": d.scores,
+                }
+                for d in found
+            ],
+            "skipped": found.skipped,
+        },
+    )
+    save_figure(
+        direction_ranking([{"name": d.name, "kind": d.kind, **d.scores} for d in found]),
+        folder / "ranking.png",
+    )
+    log.info("wrote %d directions to %s", len(found), folder)
+    return folder
+
+
+__all__ = [
+    "DIRECTION_METHODS",
+    "FINDERS",
+    "SCORE_KEYS",
+    "DirectionScore",
+    "cell_chance",
+    "directions_report",
+    "directions_run",
+    "find_directions",
+    "resolve_directions",
+    "score_directions",
+]

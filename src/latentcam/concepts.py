@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +48,13 @@ from latentcam.explain.directions import (
     best_units,
     correlations,
     factor_directions,
-    factor_parts,
     first_linear_weight,
     jacobian_directions,
     mean_difference,
     oriented,
     part_ids,
     pca_directions,
+    pearson_matrix,
     read_vectors,
     sefa_directions,
     unit_direction,
@@ -85,6 +85,20 @@ SCORE_KEYS = (
 )
 #: Unsupervised directions found per finder by ``evaluate``.
 UNSUPERVISED_K = 5
+#: Direction kinds found without labels (listed, not scored against parts).
+UNSUPERVISED_KINDS = ("pca", "sefa", "jacobian")
+#: A direction's finder scores copied into its metrics.json entry.
+SUMMARY_KEYS = (
+    "auroc",
+    "accuracy",
+    "balanced_accuracy",
+    "n_pos",
+    "n_pos_val",
+    "r2",
+    "corr",
+    "n_with",
+    "n_without",
+)
 
 
 # ----------------------------------------------------------------------------- finding
@@ -213,7 +227,11 @@ def find_directions(
     if "factors" in wanted:
         assert train.factors is not None and val.factors is not None
         found = found.extend(
-            factor_directions(train.mu, train.factors, val.mu, val.factors, train.factor_names)
+            with_best_units(
+                factor_directions(train.mu, train.factors, val.mu, val.factors, train.factor_names),
+                train,
+                val,
+            )
         )
     unsupervised = DirectionSet([], K)
     if "pca" in wanted:
@@ -245,17 +263,42 @@ def find_directions(
 
 
 def with_best_units(found: DirectionSet, train: Latents, val: Latents) -> DirectionSet:
-    """Attribute directions with their best single unit recorded in ``scores``: the unit with
-    the highest training-split AUROC in its better sign (``best_unit``, ``best_unit_sign``),
-    and that signed unit's AUROC on the validation split (``best_unit_auroc``)."""
-    if not len(found) or train.attrs is None or val.attrs is None:
-        return found
-    picked = [ATTRIBUTE_NAMES.index(d.name) for d in found]
-    units, signs, _ = best_units(train.mu, train.attrs[:, picked])
-    values = val.mu[:, units].double() * torch.tensor(signs, dtype=torch.float64)
-    held = auroc_matrix(values, val.attrs[:, picked].double() > 0).diagonal()
-    for j, d in enumerate(found):
-        d.scores.update(best_unit=units[j], best_unit_sign=signs[j], best_unit_auroc=float(held[j]))
+    """Attribute and factor directions with their best single unit recorded in ``scores``.
+
+    For an attribute: the unit with the highest training-split AUROC in its better sign (the
+    rule of ``ranking.attribute_auroc``), and that signed unit's AUROC on the validation
+    split (``best_unit_auroc``). For a factor: the unit with the highest |Pearson r| with
+    the factor on the training split, signed like r (``best_unit_corr`` on validation).
+    ``best_unit_scale`` is the unit's standard deviation over the training split.
+    """
+    spread = train.mu.double().std(0).clamp_min(1e-8)
+    attrs = [d for d in found if d.kind == "attribute" and d.name in ATTRIBUTE_NAMES]
+    if attrs and train.attrs is not None and val.attrs is not None:
+        picked = [ATTRIBUTE_NAMES.index(d.name) for d in attrs]
+        units, signs, _ = best_units(train.mu, train.attrs[:, picked])
+        values = val.mu[:, units].double() * torch.tensor(signs, dtype=torch.float64)
+        held = auroc_matrix(values, val.attrs[:, picked].double() > 0).diagonal()
+        for j, d in enumerate(attrs):
+            d.scores.update(
+                best_unit=units[j],
+                best_unit_sign=signs[j],
+                best_unit_auroc=float(held[j]),
+                best_unit_scale=float(spread[units[j]]),
+            )
+    factors = [d for d in found if d.kind == "factor" and d.name in train.factor_names]
+    if factors and train.factors is not None and val.factors is not None:
+        corr = pearson_matrix(train.mu, train.factors)  # (K, F)
+        corr_val = pearson_matrix(val.mu, val.factors)
+        for d in factors:
+            f = train.factor_names.index(d.name)
+            unit = int(corr[:, f].abs().argmax())
+            sign = 1 if float(corr[unit, f]) >= 0 else -1
+            d.scores.update(
+                best_unit=unit,
+                best_unit_sign=sign,
+                best_unit_corr=float(sign * corr_val[unit, f]),
+                best_unit_scale=float(spread[unit]),
+            )
     return found
 
 
@@ -523,101 +566,52 @@ def _entry(score: DirectionScore, unit_score: DirectionScore | None) -> dict[str
 
 def directions_report(
     loaded: LoadedRun,
-    data: str | Path | None,
     images: Tensor,
     cond: Tensor | None,
     parts: Tensor | None,
-    mu_val: Tensor,
-    attrs_val: Tensor | None,
-    factors_val: Tensor | None,
-    factor_names: Sequence[str],
-    directions: DirectionSet | None = None,
+    directions: DirectionSet,
     layers: Sequence[str] | None = None,
     methods: Sequence[str] = DIRECTION_METHODS,
-    max_train_images: int = 4000,
-    unsupervised: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
     """The ``directions`` section of ``latentcam evaluate`` (keys in :mod:`latentcam.evaluate`).
 
-    Attribute directions are fit on up to ``max_train_images`` training images and scored
-    (AUROC) on the evaluation images ``mu_val``/``attrs_val``; factor directions likewise
-    when the data has factors. Each is scored against its part on ``images`` beside the best
-    single unit for the same attribute (the unit with the highest training-split AUROC, in
-    its better sign; the best unit per factor by |correlation|), scored the same way.
+    Every attribute and factor direction that has parts is scored against them on ``images``
+    (:func:`score_directions`), beside its best single unit (``scores["best_unit"]`` and
+    ``["best_unit_sign"]``, set by :func:`with_best_units`) scored the same way, as the
+    direction e_k with the unit's own data spread. Unsupervised directions are listed with
+    their explained variance and what they correlate with.
 
     Args:
-        loaded: the run. data: its dataset path (None: the run's own).
+        loaded: the run.
         images, cond, parts: the map images (N, 3, H, W), condition, part ids (N, H, W).
-        mu_val, attrs_val, factors_val: latents and labels of the evaluation images (M >= N).
-        directions: directions to score instead of fitting attribute and factor directions.
+        directions: from :func:`find_directions`.
         layers, methods: what the heatmaps are scored at (default every encoder block).
-        unsupervised: add PCA and SeFa (else decoder-Jacobian) directions with what they
-            correlate with.
     """
     model = loaded.model
     K = int(model.latent_dim)
-    train = encode_run_data(loaded, data, "train", max_train_images, progress=progress)
     section: dict[str, Any] = {
-        "train_images": int(train.mu.shape[0]),
+        **{k: v for k, v in directions.meta.items() if k in ("train_images", "val_images")},
         "map_images": int(images.shape[0]),
         "methods": list(methods),
         "layers": list(layers) if layers else encoder_blocks(model),
+        "skipped": dict(directions.skipped),
     }
-    supervised = DirectionSet([], K)
-    unit_rows: dict[str, Direction] = {}
-    val = Latents(mu_val.cpu(), attrs_val, factors_val, tuple(factor_names), "val")
-    if directions is not None:
-        supervised = directions
-    else:
-        if train.attrs is not None and attrs_val is not None:
-            found = with_best_units(
-                attribute_directions(train.mu, train.attrs, val.mu, attrs_val), train, val
+    supervised = [d for d in directions if d.kind not in UNSUPERVISED_KINDS]
+    units = []
+    for d in supervised:
+        if "best_unit" in d.scores and d.parts:
+            unit = unit_direction(
+                int(d.scores["best_unit"]),
+                K,
+                int(d.scores["best_unit_sign"]),
+                name=f"{d.name}:unit_{int(d.scores['best_unit'])}",
             )
-            supervised = supervised.extend(found)
-            section["skipped"] = found.skipped
-            for d in found:
-                unit, sign = int(d.scores["best_unit"]), int(d.scores["best_unit_sign"])
-                unit_rows[d.name] = unit_direction(
-                    unit, K, sign, mu=train.mu, name=f"{d.name}:unit_{unit}"
-                )
-        if train.factors is not None and factors_val is not None:
-            found_f = factor_directions(train.mu, train.factors, mu_val, factors_val, factor_names)
-            table = factor_parts()
-            found_f = found_f.select([d.name for d in found_f if d.name in table])
-            supervised = supervised.extend(
-                DirectionSet(
-                    [
-                        Direction(
-                            f"factor:{d.name}",
-                            d.vector,
-                            d.kind,
-                            d.source,
-                            d.scale,
-                            d.parts,
-                            d.scores,
-                        )
-                        for d in found_f
-                    ],
-                    K,
-                )
-            )
-            corr = _unit_correlation(train.mu, train.factors)
-            for d in found_f:
-                f = list(factor_names).index(d.name)
-                unit = int(corr[:, f].abs().argmax())
-                sign = 1 if float(corr[unit, f]) >= 0 else -1
-                unit_rows[f"factor:{d.name}"] = unit_direction(
-                    unit, K, sign, mu=train.mu, name=f"factor:{d.name}:unit_{unit}"
-                )
-                d.scores.update(best_unit=unit, best_unit_sign=sign)
+            scale = float(d.scores.get("best_unit_scale", 1.0))
+            units.append(replace(unit, parts=d.parts, scale=scale))
     scores_by_name: dict[str, DirectionScore] = {}
-    if parts is not None and len(supervised):
-        units = [
-            Direction(u.name, u.vector, u.kind, u.source, u.scale, supervised[name].parts, u.scores)
-            for name, u in unit_rows.items()
-        ]
-        everything = supervised.extend(DirectionSet(units, K))
+    if parts is not None and supervised:
+        everything = DirectionSet([*supervised, *units], K)
         for s in score_directions(
             model, images, cond, parts, everything, layers, methods, progress=progress
         ):
@@ -627,67 +621,60 @@ def directions_report(
     for d in supervised:
         entry: dict[str, Any] = {
             "kind": d.kind,
-            **{
-                k: v
-                for k, v in d.scores.items()
-                if k
-                in ("auroc", "accuracy", "balanced_accuracy", "n_pos", "n_pos_val", "r2", "corr")
-            },
+            **{k: v for k, v in d.scores.items() if k in SUMMARY_KEYS},
             "parts": list(d.parts),
             "scale": d.scale,
+            "source": d.source,
         }
-        unit = unit_rows.get(d.name)
+        unit_name = None
         if "best_unit" in d.scores:
+            unit_name = f"{d.name}:unit_{int(d.scores['best_unit'])}"
             entry["best_unit"] = {
-                "unit": d.scores["best_unit"],
-                "sign": d.scores["best_unit_sign"],
-                **({"auroc": d.scores["best_unit_auroc"]} if "best_unit_auroc" in d.scores else {}),
+                "unit": int(d.scores["best_unit"]),
+                "sign": int(d.scores["best_unit_sign"]),
+                **{
+                    key: d.scores[f"best_unit_{key}"]
+                    for key in ("auroc", "corr")
+                    if f"best_unit_{key}" in d.scores
+                },
             }
         if d.name in scores_by_name:
-            entry.update(
-                _entry(scores_by_name[d.name], scores_by_name.get(unit.name) if unit else None)
-            )
-        if d.name.startswith("factor:"):
-            factors[d.name.removeprefix("factor:")] = entry
-        else:
-            attributes[d.name] = entry
+            unit_score = scores_by_name.get(unit_name) if unit_name else None
+            entry.update(_entry(scores_by_name[d.name], unit_score))
+        (factors if d.kind == "factor" else attributes)[d.name] = entry
     section["attributes"] = attributes
     if factors:
         section["factors"] = factors
-    if unsupervised and directions is None:
-        found_u = pca_directions(train.mu, UNSUPERVISED_K)
-        weight = first_linear_weight(model, K)
-        if weight is not None:
-            found_u = found_u.extend(sefa_directions(weight, UNSUPERVISED_K, mu=train.mu))
-        else:
-            device = next(model.parameters()).device
-            sample = train.mu[:16].to(device)
-            c = None if cond is None else cond[:16]
-            if c is not None and c.shape[0] != sample.shape[0]:
-                c = None
-            found_u = found_u.extend(jacobian_directions(model, sample, c, UNSUPERVISED_K))
-        found_u = _annotate(found_u, train)
-        section["unsupervised"] = {
-            d.name: {
-                "kind": d.kind,
-                "explained_variance": d.scores.get("explained_variance"),
-                "top_correlates": d.scores.get("top_correlates", []),
-                "source": d.source,
-            }
-            for d in found_u
+    section["unsupervised"] = {
+        d.name: {
+            "kind": d.kind,
+            "explained_variance": d.scores.get("explained_variance"),
+            "top_correlates": d.scores.get("top_correlates", []),
+            "source": d.source,
         }
+        for d in directions
+        if d.kind in UNSUPERVISED_KINDS
+    }
     return section
 
 
-def _unit_correlation(mu: Tensor, factors: Tensor) -> Tensor:
-    """Pearson correlation of every unit with every factor: (K, F)."""
-    x = mu.double() - mu.double().mean(0)
-    y = factors.double() - factors.double().mean(0)
-    denom = x.norm(dim=0)[:, None] * y.norm(dim=0)[None, :]
-    return torch.where(denom > 0, (x.T @ y) / denom, torch.zeros_like(denom))
-
-
-# ----------------------------------------------------------------------------- command
+def evaluation_directions(
+    loaded: LoadedRun,
+    data: str | Path | None,
+    has_attrs: bool,
+    has_factors: bool,
+    max_images: int = 4000,
+    progress: bool = True,
+) -> DirectionSet:
+    """The directions ``evaluate`` scores by default: attribute directions (when the data has
+    attributes), factor directions (known factors), PCA, and SeFa (or the decoder Jacobian's
+    directions when the decoder does not start with a linear layer)."""
+    kinds = ["attributes"] if has_attrs else []
+    kinds += ["factors"] if has_factors else []
+    kinds.append("pca")
+    linear = first_linear_weight(loaded.model, int(loaded.model.latent_dim)) is not None
+    kinds.append("sefa" if linear else "jacobian")
+    return find_directions(loaded, data, kinds, max_images=max_images, progress=progress)
 
 
 def directions_run(

@@ -42,6 +42,24 @@ and returns one JSON-ready dict. Its sections (keys) are:
     best unit per factor (highest mutual information), and whether that unit's Grad-CAM map
     lands on the region the factor moves (at the paper's layer; ``per_layer`` at every
     explained layer; ``per_method[method][layer]`` for every compared CAM method).
+``directions`` (on by default when the data has attributes; :mod:`latentcam.concepts`)
+    Concepts instead of units: latent directions fit on the training split
+    (:mod:`latentcam.explain.directions`), their heatmaps (the CAM of the score mu . w)
+    scored against the parts where each concept shows, beside the best single unit for the
+    same concept scored the same way. ``directions.attributes[NAME]`` (and
+    ``directions.factors[NAME]`` on synthetic faces) holds ``auroc`` (held-out, of mu . w;
+    ``r2`` and ``corr`` for factors), ``n_pos``, ``parts``, ``scale`` (the data's standard
+    deviation along w), ``best_unit`` ``{unit, sign, auroc}``, and, when the data has part
+    masks: ``faces`` / ``faces_without_part`` (faces whose part is empty are left out),
+    ``layers[LAYER][METHOD]`` with ``energy_in_part``, ``pointing_game``, ``chance`` (the
+    part's area share), ``cell_chance`` (a random cell of that layer's grid),
+    ``effect_pointing`` (the pointing game of the effect map |decode(mu + 3 s w) -
+    decode(mu - 3 s w)|) and ``spearman_cam_effect``; ``best`` (the layer and method with the
+    highest pointing game, the same scores and a ``verdict``); ``unit`` (the best single
+    unit's scores at that layer and method, and its ``own_best``). ``directions.unsupervised
+    [NAME]`` (PCA, SeFa or the decoder Jacobian's directions) holds ``explained_variance``
+    and ``top_correlates`` ([name, Pearson r] of the attributes and factors mu . w tracks
+    most). ``skipped`` says which attributes got no direction and why.
 ``sanity``
     Adebayo et al. 2018's cascading randomisation: the encoder's layers are re-initialised from
     the top down and the mean rank correlation of the maps with the trained maps is reported
@@ -68,6 +86,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from latentcam.concepts import directions_report, evaluation_directions
 from latentcam.data.classes import ATTRIBUTE_NAMES, PART_NAMES, REGIONS
 from latentcam.errors import InputError
 from latentcam.explain import metrics as M
@@ -79,6 +98,7 @@ from latentcam.explain.decoder import (
     part_matrix,
     units_for_part,
 )
+from latentcam.explain.directions import DirectionSet
 from latentcam.explain.disentangle import (
     best_unit_per_factor,
     dci,
@@ -137,6 +157,8 @@ def evaluate(
     progress: bool = True,
     methods: Sequence[str] | None = None,
     fuse_how: str = "mean",
+    directions: DirectionSet | bool | None = None,
+    direction_images: int = 128,
 ) -> dict[str, Any]:
     """Compute every metric that the run and its data allow (see the module docstring).
 
@@ -152,6 +174,10 @@ def evaluate(
         methods: the methods compared in ``localisation.comparison`` (default: ``method``);
             the first one replaces ``method``.
         fuse_how: how the "fusion" layer combines maps (mean, geomean, max).
+        directions: the ``directions`` section: None = on when the data has attributes
+            (directions fit on the run's training split), False = off, or the
+            :class:`~latentcam.explain.directions.DirectionSet` to score.
+        direction_images: images the directions' heatmaps are scored on (the first ones).
 
     Returns:
         A JSON-ready dict (floats, ints, lists, strings).
@@ -300,6 +326,28 @@ def evaluate(
     if batch.factors is not None and N >= 16:
         result["disentanglement"] = _disentanglement(
             batch, mu.cpu(), bank, explained, parts_m, method, methods
+        )
+    # --- concepts: latent directions scored against their parts
+    if directions is not False and (directions not in (None, True) or batch.attrs is not None):
+        if isinstance(directions, DirectionSet):
+            found = directions
+        else:
+            found = evaluation_directions(
+                batch.run,
+                batch.data_path,
+                has_attrs=batch.attrs is not None,
+                has_factors=batch.factors is not None,
+                progress=progress,
+            )
+        Nd = min(N, max(1, direction_images))
+        log.info("directions: %d on %d images", len(found), Nd)
+        result["directions"] = directions_report(
+            batch.run,
+            images[:Nd],
+            None if cond is None else cond[:Nd],
+            None if batch.parts is None else batch.parts[:Nd],
+            found,
+            progress=progress,
         )
     # --- sanity check, on the units (by KL) whose maps are not zero everywhere: a constant
     # map cannot be rank-correlated (with a linear head, a unit's map can be all zero).
@@ -602,6 +650,8 @@ def evaluate_run(
     progress: bool = True,
     methods: Sequence[str] | None = None,
     max_map_images: int = 32,
+    directions: DirectionSet | bool | None = None,
+    direction_images: int = 128,
 ) -> dict[str, Any]:
     """Load a run and ``n`` images of its data, evaluate, and write the JSON to ``out``.
 
@@ -621,6 +671,8 @@ def evaluate_run(
         max_map_images=max_map_images,
         sanity=sanity,
         progress=progress,
+        directions=directions,
+        direction_images=direction_images,
     )
     if out is not None:
         write_json(out, jsonable(result))

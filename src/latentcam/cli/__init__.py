@@ -18,7 +18,17 @@ from typing import NoReturn
 from latentcam.errors import LatentcamError
 
 #: Modules under ``latentcam.cli`` that add sub-commands, in the order of ``--help``.
-COMMAND_MODULES = ("data", "train", "explain", "evaluate", "report", "sweep", "demo", "app")
+COMMAND_MODULES = (
+    "data",
+    "train",
+    "explain",
+    "directions",
+    "evaluate",
+    "report",
+    "sweep",
+    "demo",
+    "app",
+)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
+from latentcam.cli.directions import add_direction_args, split_names
 from latentcam.cli.explain import LAYER_HELP
 from latentcam.errors import InputError
 from latentcam.explain.cam import METHODS
@@ -22,7 +24,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "the unit's Grad-CAM on the decoded image re-encoded, and the effect map "
             "|decode(z + d e_k) - decode(z)|. Writes a strip PNG and a GIF per unit and "
             "traversal.npz, for the paper's additive steps and for steps in prior SDs (and, for "
-            "a CVAE, for condition attributes)."
+            "a CVAE, for condition attributes). With --directions, steps along each direction w "
+            "(--sigmas, in units of the data's standard deviation along w) into DIR/directions/, "
+            "with the heatmap of mu . w and the effect map at every step."
         ),
     )
     trav.add_argument("run", metavar="RUN", help="run folder or checkpoint (.ckpt)")
@@ -38,6 +42,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     trav.add_argument("--layer", help="explanation layer (default: the model's last encoder conv)")
     trav.add_argument("--method", default="gradcam", choices=METHODS, help=_METHOD_HELP)
+    add_direction_args(trav)
     trav.set_defaults(handler=_traverse)
 
     ev = subparsers.add_parser(
@@ -78,6 +83,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="images used for heatmaps, effect and decoder maps (default: %(default)s)",
     )
     ev.add_argument("--no-sanity", action="store_true", help="skip the randomisation sanity check")
+    add_direction_args(ev)
+    ev.add_argument(
+        "--no-directions",
+        action="store_true",
+        help="skip the directions section (on by default when the data has attributes)",
+    )
+    ev.add_argument(
+        "--direction-images",
+        type=int,
+        default=128,
+        help="images the directions' heatmaps are scored on (default: %(default)s)",
+    )
     ev.set_defaults(handler=_evaluate)
 
 
@@ -88,6 +105,7 @@ def _traverse(args: argparse.Namespace) -> int:
 
     run = load_run(args.run)
     attributes = args.attributes.split(",") if args.attributes else None
+    directions = _directions(args, run)
     result = traverse_run(
         run,
         args.out,
@@ -99,10 +117,22 @@ def _traverse(args: argparse.Namespace) -> int:
         attributes=attributes,
         layer=args.layer,
         method=args.method,
+        directions=directions,
     )
     for mode, saved in result.saved.items():
         print(f"{mode}: {len(saved.strips)} strips and GIFs, arrays in {saved.arrays}")
     return 0
+
+
+def _directions(args: argparse.Namespace, run: Any) -> Any:
+    """The DirectionSet of ``--directions``/``--names`` (None without them)."""
+    from latentcam.concepts import resolve_directions
+
+    if args.names and not args.directions:
+        raise InputError("--names selects directions: give --directions too")
+    if not args.directions:
+        return None
+    return resolve_directions(args.directions, run, args.data, split_names(args.names))
 
 
 def _fmt(value: float | None) -> str:
@@ -111,11 +141,18 @@ def _fmt(value: float | None) -> str:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from latentcam.evaluate import evaluate_run
+    from latentcam.training.checkpoint import load_run
 
     if args.max_map_images < 1:
         raise InputError(f"--max-map-images must be at least 1, got {args.max_map_images}")
+    if args.direction_images < 1:
+        raise InputError(f"--direction-images must be at least 1, got {args.direction_images}")
+    if args.no_directions and args.directions:
+        raise InputError("give --directions or --no-directions, not both")
+    run = load_run(args.run)
+    directions = False if args.no_directions else _directions(args, run)
     m = evaluate_run(
-        args.run,
+        run,
         data=args.data,
         out=args.out,
         n=args.n,
@@ -125,6 +162,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         methods=args.methods,
         max_map_images=args.max_map_images,
         sanity=not args.no_sanity,
+        directions=directions,
+        direction_images=args.direction_images,
     )
     head = {
         "active_units": f"{m['units']['active']}/{m['latent_dim']}",
@@ -164,5 +203,30 @@ def _evaluate(args: argparse.Namespace) -> int:
         )
     if "auto" in loc:
         print(f"layer auto: {loc['auto']['reason']}")
+    _print_directions(m.get("directions", {}))
     print(f"metrics written to {args.out}")
     return 0
+
+
+def _print_directions(section: dict[str, Any]) -> None:
+    """One line per scored direction: its best layer and method, beside the best single unit."""
+    rows = [
+        (name, e)
+        for group in ("attributes", "factors")
+        for name, e in section.get(group, {}).items()
+        if "best" in e
+    ]
+    if not rows:
+        return
+    print(
+        f"{'direction':<22} {'auroc':>6} {'best layer':<18} {'method':<9} {'pointing':>8} "
+        f"{'chance':>7} {'cell':>6} {'energy':>7} {'unit pt':>7} {'unit en':>7}"
+    )
+    for name, e in rows:
+        b, u = e["best"], e.get("unit", {})
+        print(
+            f"{name:<22} {_fmt(e.get('auroc', e.get('r2'))):>6} {b['layer']:<18} "
+            f"{b['method']:<9} {_fmt(b['pointing_game']):>8} {_fmt(b['chance']):>7} "
+            f"{_fmt(b['cell_chance']):>6} {_fmt(b['energy_in_part']):>7} "
+            f"{_fmt(u.get('pointing_game')):>7} {_fmt(u.get('energy_in_part')):>7}"
+        )

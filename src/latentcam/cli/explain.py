@@ -10,6 +10,7 @@ import json
 import sys
 from typing import Any
 
+from latentcam.cli.directions import add_direction_args, split_names
 from latentcam.explain.cam import METHODS
 
 #: Help of ``--layer`` (shared by explain, evaluate and report).
@@ -65,16 +66,28 @@ def register(subparsers: Any) -> None:
         default="val",
         help="split the images come from (default: %(default)s)",
     )
+    add_direction_args(p)
     p.set_defaults(handler=run_explain)
 
 
 def run_explain(args: argparse.Namespace) -> int:
+    from latentcam.concepts import resolve_directions
+    from latentcam.errors import InputError
     from latentcam.explain.run import explain_run
     from latentcam.runs import parse_units
+    from latentcam.training.checkpoint import load_run
 
     units = parse_units(args.units, sys.maxsize)  # the range is checked against the model
+    if args.names and not args.directions:
+        raise InputError("--names selects directions: give --directions too")
+    if args.directions and args.units:
+        raise InputError("give --units or --directions, not both")
+    run = load_run(args.run)
+    directions = None
+    if args.directions:
+        directions = resolve_directions(args.directions, run, args.data, split_names(args.names))
     out = explain_run(
-        args.run,
+        run,
         args.data,
         args.out,
         n=args.n,
@@ -83,7 +96,13 @@ def run_explain(args: argparse.Namespace) -> int:
         layer=args.layer,
         split=args.split,
         top=args.top,
+        directions=directions,
     )
+    if directions is not None:
+        print(
+            f"wrote {out / 'maps.npz'}, {out / 'grid.png'} and {len(directions)} direction figures"
+        )
+        return 0
     choice = out / "layer_choice.json"
     if "auto" in (args.layer or []) and choice.is_file():
         print(f"layer auto: {json.loads(choice.read_text())['reason']} ({choice})")

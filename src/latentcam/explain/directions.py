@@ -928,6 +928,15 @@ def best_units(
     return best.tolist(), signs, torch.maximum(chosen, 1.0 - chosen)
 
 
+def pearson_matrix(x: Tensor, y: Tensor) -> Tensor:
+    """Pearson r of every column of x (N, P) with every column of y (N, Q): float64 (P, Q);
+    0 where a column is constant."""
+    xc = x.double() - x.double().mean(0)
+    yc = y.double() - y.double().mean(0)
+    denom = xc.norm(dim=0)[:, None] * yc.norm(dim=0)[None, :]
+    return torch.where(denom > 0, (xc.T @ yc) / denom, torch.zeros_like(denom))
+
+
 def correlations(
     directions: DirectionSet,
     mu: Tensor | np.ndarray,
@@ -941,11 +950,7 @@ def correlations(
     y = torch.as_tensor(np.asarray(labels)).double()
     if y.dim() != 2 or y.shape != (x.shape[0], len(label_names)):
         raise InputError(f"labels must be (N, {len(label_names)}) for the {x.shape[0]} latents")
-    projections = x @ directions.vectors.double().T  # (N, T)
-    pc = projections - projections.mean(0)
-    yc = y - y.mean(0)
-    denom = pc.norm(dim=0)[:, None] * yc.norm(dim=0)[None, :]  # (T, A)
-    r = torch.where(denom > 0, (pc.T @ yc) / denom, torch.zeros_like(denom))
+    r = pearson_matrix(x @ directions.vectors.double().T, y)  # (T, A)
     out = {}
     for t, d in enumerate(directions):
         order = r[t].abs().argsort(descending=True)[:top]
@@ -993,6 +998,7 @@ __all__ = [
     "oriented",
     "part_ids",
     "pca_directions",
+    "pearson_matrix",
     "read_parts_table",
     "read_vectors",
     "sefa_directions",

@@ -36,9 +36,10 @@ import torch
 
 from latentcam.errors import InputError
 from latentcam.explain.cam import METHODS, mean_map, normalise, upsample
+from latentcam.explain.directions import DirectionSet
 from latentcam.io import atomic_path, ensure_dir
 from latentcam.models.base import Decoded
-from latentcam.runs import open_run_data
+from latentcam.runs import RunData, open_run_data
 from latentcam.training.checkpoint import LoadedRun
 
 log = logging.getLogger(__name__)
@@ -61,19 +62,24 @@ def _draw_grid(
     path: Path,
     images: torch.Tensor,
     pictures: torch.Tensor,
-    average: torch.Tensor,
+    average: torch.Tensor | None,
     unit_maps: torch.Tensor,
     titles: list[str],
     caption: str,
     output_title: str,
 ) -> None:
-    """grid.png: columns input | reconstruction | averaged map | one overlay per unit."""
+    """grid.png: columns input | reconstruction | averaged map (when given) | one overlay per
+    unit or direction."""
     from latentcam.report.figures import panel_grid, save_figure, to_uint8_hwc
 
-    columns = [to_uint8_hwc(images), to_uint8_hwc(pictures), _overlays(images, average)]
+    columns = [to_uint8_hwc(images), to_uint8_hwc(pictures)]
+    heads = ["input", output_title]
+    if average is not None:
+        columns.append(_overlays(images, average))
+        heads.append("mean map (all K)")
     columns += [_overlays(images, unit_maps[:, j]) for j in range(unit_maps.shape[1])]
     cells = [[column[i] for column in columns] for i in range(images.shape[0])]
-    heads = ["input", output_title, "mean map (all K)", *titles]
+    heads += titles
     fig = panel_grid(
         cells, heads, title=caption, cell_inches=1.2, colorbar_label="Grad-CAM, min-max per column"
     )
@@ -103,8 +109,16 @@ def explain_run(
     layer: str | Sequence[str] | None = None,
     split: str = "val",
     top: int = 10,
+    directions: DirectionSet | None = None,
 ) -> Path:
     """Explain ``n`` images of a run with Grad-CAM for every latent unit; write files to ``out``.
+
+    With ``directions``, the targets are the directions' scores mu . w instead of the units
+    (:mod:`latentcam.explain.directions`): ``maps.npz`` then holds ``maps`` (N, T, h, w),
+    ``names`` (T,), ``vectors`` (T, K), ``scales`` (T,), ``mu``, ``images``, ``layer(s)``,
+    ``method`` and ``targets="directions"`` (no ``mean_map``: an average over directions
+    means nothing), ``grid.png`` has one column per direction and ``direction_NAME.png`` one
+    figure per direction.
 
     Args:
         run_or_ckpt: a run folder, a ``.ckpt`` file, or a loaded run.
@@ -145,6 +159,10 @@ def explain_run(
     log.info("explaining %d images of %s (%s split)", count, batch.data_path, split)
     folder = ensure_dir(out)
     layers = list(request.layers)
+    if directions is not None:
+        if request.auto:
+            raise InputError("--layer auto chooses among unit maps; name the layers to explain")
+        return _explain_directions(batch, folder, directions, list(request.layers), method)
     if request.auto:
         # the choice is made on at most 32 images (maps and effect maps of every unit)
         m = min(32, batch.images.shape[0])
@@ -244,4 +262,75 @@ def explain_run(
                 title = f"unit {k} (mu[{k}], KL {float(kl[k]):.3g} nats): {method} at {name}"
                 _draw_unit(folder / f"unit_{k:03d}.png", images, unit_maps[:, j], title)
     log.info("wrote %s (maps.npz, %d grids, %d unit figures)", folder, len(layers), len(shown))
+    return folder
+
+
+def _explain_directions(
+    batch: RunData, folder: Path, directions: DirectionSet, layers: list[str], method: str
+) -> Path:
+    """The directions' maps at every layer, as files (see :func:`explain_run`)."""
+    from latentcam.explain.hooks import eval_mode
+    from latentcam.explain.layers import FUSION, CamBank
+    from latentcam.explain.traversal import file_stem
+    from latentcam.generate import as_pictures
+
+    model = batch.run.model
+    if directions.latent_dim != model.latent_dim:
+        raise InputError(
+            f"the directions are for K={directions.latent_dim} latent units; this model has "
+            f"K={model.latent_dim}: find directions on this run"
+        )
+    with eval_mode(model), torch.no_grad():
+        first = model(batch.images[:BATCH], None if batch.cond is None else batch.cond[:BATCH])
+        mu = torch.cat(
+            [
+                model.encode(
+                    batch.images[s : s + BATCH],
+                    None if batch.cond is None else batch.cond[s : s + BATCH],
+                )[0]
+                for s in range(0, batch.images.shape[0], BATCH)
+            ]
+        )
+    bank = CamBank(model, batch.images, batch.cond, targets=directions.targets)
+    T = len(directions)
+    all_maps = {
+        name: bank.image_maps(FUSION, method, range(T))
+        if name == FUSION
+        else bank.layer_maps(name, method)
+        for name in layers
+    }
+    arrays: dict[str, Any] = {}
+    for i, name in enumerate(layers):
+        if i == 0:
+            arrays["maps"] = all_maps[name].numpy().astype(np.float32)
+        arrays[f"maps__{name}"] = all_maps[name].numpy().astype(np.float32)
+    with atomic_path(folder / "maps.npz") as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(
+            fh,
+            **arrays,
+            targets=np.asarray("directions"),
+            names=np.asarray(directions.names, dtype=str),
+            vectors=directions.vectors.numpy(),
+            scales=directions.scales.numpy(),
+            mu=mu.float().cpu().numpy(),
+            images=batch.images.float().cpu().numpy(),
+            layer=np.asarray(layers[0]),
+            layers=np.asarray(layers),
+            method=np.asarray(method),
+        )
+    rows = min(batch.images.shape[0], MAX_ROWS)
+    images = batch.images[:rows].float().cpu()
+    pictures = as_pictures(Decoded(first.recon, first.seg_logits))[:rows].cpu()
+    output_title = "reconstruction" if first.recon is not None else "predicted mask"
+    titles = [f"{d.name}\n({d.kind})" for d in directions]
+    for i, name in enumerate(layers):
+        maps = normalise(all_maps[name][:rows], per="unit")
+        caption = f"{method} of directions at {name}; {batch.data_path} ({batch.split})"
+        grid = "grid.png" if i == 0 else f"grid__{_safe(name)}.png"
+        _draw_grid(folder / grid, images, pictures, None, maps, titles, caption, output_title)
+        if i == 0:
+            for j, d in enumerate(directions):
+                title = f"direction {d.name} ({d.kind}): {method} of mu . w at {name}"
+                _draw_unit(folder / f"direction_{file_stem(d.name)}.png", images, maps[:, j], title)
+    log.info("wrote %s (maps.npz, %d grids, %d direction figures)", folder, len(layers), T)
     return folder

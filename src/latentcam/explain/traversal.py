@@ -611,7 +611,8 @@ def save_traversal(
     maximum over the unit's steps (so that growth across steps stays visible).
 
     Files (``out_dir``):
-      - ``unit_{k:03d}.png`` (``attr_{a:02d}.png`` for attributes): rows = decoded image,
+      - ``unit_{k:03d}.png`` (``attr_{a:02d}.png`` for attributes, ``direction_NAME.png``
+        for directions): rows = decoded image,
         Grad-CAM overlay, effect map; columns = steps; titled.
       - ``unit_{k:03d}.gif``: one frame per step (image | overlay | effect), looping.
       - ``traversal.npz``: ``units`` (K',), ``steps`` (S,), ``mode`` (str), ``layer``,
@@ -699,6 +700,7 @@ def save_traversal(
 
 
 if TYPE_CHECKING:
+    from latentcam.explain.directions import DirectionSet
     from latentcam.training.checkpoint import LoadedRun
 
 
@@ -721,6 +723,7 @@ def traverse_run(
     layer: str | None = None,
     method: str = "gradcam",
     progress: bool = True,
+    directions: DirectionSet | None = None,
 ) -> TraverseRunResult:
     """``latentcam traverse``: traversals of a trained run on ``n`` validation images.
 
@@ -728,6 +731,11 @@ def traverse_run(
     (prior standard deviations, default -3 ... 3), each with a strip PNG and a GIF per unit
     and ``traversal.npz``; for a CVAE also ``out/attributes/`` (condition attributes
     traversed from 0 to 1). Default units: the 5 with the highest KL on these images.
+
+    With ``directions``, ``out/directions/`` holds one strip and GIF per direction
+    (``direction_NAME.png``), stepped by ``sigmas`` (default -3 ... 3) in units of the data's
+    standard deviation along it (:func:`traverse_directions`); units are then traversed only
+    when ``units`` are given, and a CVAE's attribute traversals sit beside.
     """
     from latentcam.data.classes import ATTRIBUTE_IDS
     from latentcam.errors import InputError
@@ -747,15 +755,34 @@ def traverse_run(
             raise InputError(
                 f"unknown attribute '{unknown[0]}'; use CelebA names such as Smiling, Eyeglasses, Wearing_Hat"
             )
+    if directions is not None and directions.latent_dim != loaded.model.latent_dim:
+        raise InputError(
+            f"the directions are for K={directions.latent_dim} latent units; this model has "
+            f"K={loaded.model.latent_dim}: find directions on this run"
+        )
     batch = open_run_data(loaded, data, n=n, progress=progress)
     out = ensure_dir(out)
     model = batch.run.model
-    if units is None:
+    saved: dict[str, SavedTraversal] = {}
+    if directions is not None:
+        trav = traverse_directions(
+            model,
+            batch.images,
+            directions.vectors,
+            directions.names,
+            scales=directions.scales,
+            steps=sigmas,
+            cond=batch.cond,
+            layer=layer,
+            method=method,
+        )
+        saved["directions"] = save_traversal(trav, out / "directions")
+    if directions is None and units is None:
         with torch.no_grad():
             mu, logvar = model.encode(batch.images, batch.cond)
         units = kl_per_unit(mu, logvar).argsort(descending=True)[:5].tolist()
-    saved: dict[str, SavedTraversal] = {}
-    for mode, steps in (("additive", deltas), ("sigma", sigmas)):
+    unit_modes = (("additive", deltas), ("sigma", sigmas)) if units is not None else ()
+    for mode, steps in unit_modes:
         trav = traverse(
             model,
             batch.images,

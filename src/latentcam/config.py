@@ -104,7 +104,9 @@ class TrainConfig:
     recon_weight: float = 1.0  # weight of the image reconstruction loss where there is one
     grad_clip: float = 0.0  # clip gradient norm to this value (0 = off)
     ema_decay: float = 0.0  # keep an exponential moving average of the weights with this decay
-    # (e.g. 0.99; 0 = off): validation, checkpoints and the trained model use the average
+    # (e.g. 0.99; 0 = off): validation, checkpoints and the trained model use the average. It
+    # warms up: update t uses min(ema_decay, (1 + t) / (10 + t)) (TensorFlow's rule), so a
+    # short run's average is not dominated by its first, nearly random weights
     seed: int = 0  # seeds torch, numpy and the split: same seed, same run on CPU
     accelerator: str = "cpu"  # cpu | gpu | auto (passed to Lightning's Trainer)
     devices: int = 1  # processes/GPUs per node

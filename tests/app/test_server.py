@@ -229,6 +229,14 @@ def test_cli_bad_z_file_exits_2(
     assert "latent_dim" in capsys.readouterr().err
 
 
+def test_cli_threads_below_1_exit_2_before_the_run_is_opened(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["app", str(tmp_path / "no-run"), "--threads", "0", "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["latentcam app: error: --threads must be at least 1, got 0"]
+
+
 def test_cli_bad_options_exit_2(runs: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["app", str(runs["vae"]), "--layer", "encoder.block.2", "--port", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

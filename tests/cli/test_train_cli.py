@@ -116,6 +116,38 @@ def test_resume_takes_the_config_from_the_checkpoint(
     assert loaded.global_step == 4 and loaded.config.model.latent_dim == 3
 
 
+def test_threads_are_set_before_training_and_refused_below_1(
+    tmp_path: Path,
+    cache: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import latentcam.training.train as training
+
+    before = torch.get_num_threads()
+    for bad in ("0", "-1"):
+        assert train_cli(tmp_path / f"bad{bad}", cache, "--threads", bad) == 2
+        line = one_line_error(capsys)
+        assert line == f"latentcam train: error: --threads must be at least 1, got {bad}"
+        assert torch.get_num_threads() == before and not (tmp_path / f"bad{bad}").exists()
+    assert build_parser().parse_args(["train", "--out", "r"]).threads is None  # torch's choice
+
+    wanted = 1 if before == 2 else 2
+    seen: list[int] = []
+    real_train = training.train
+
+    def spy(*args: object, **kwargs: object) -> training.TrainResult:
+        seen.append(torch.get_num_threads())
+        return real_train(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(training, "train", spy)
+    try:
+        assert train_cli(tmp_path / "run", cache, "--threads", str(wanted)) == 0
+        assert seen == [wanted] and torch.get_num_threads() == wanted
+    finally:
+        torch.set_num_threads(before)
+
+
 # -- sample ----------------------------------------------------------------------------------
 
 

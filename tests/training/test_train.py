@@ -24,7 +24,7 @@ from latentcam.data.dataset import FaceDataset
 from latentcam.errors import CheckpointError, ConfigError, InputError
 from latentcam.models.base import VAEOutput
 from latentcam.training import losses
-from latentcam.training.callbacks import TrainingDivergedError
+from latentcam.training.callbacks import TrainingDivergedError, ema_warmup_decay
 from latentcam.training.checkpoint import load_run
 from latentcam.training.datamodule import (
     GPU_WORKERS,
@@ -258,50 +258,97 @@ def _ckpt(path: Path) -> dict[str, Any]:
 def test_ema_checkpoints_the_moving_average_and_resumes_exactly(
     cache: Path, tmp_path: Path
 ) -> None:
-    # the live weights after steps 1 and 2 of a plain run (3 steps per epoch here)
-    w1 = _ckpt(train(tiny(cache, "train.max_steps=1"), tmp_path / "s1", progress=False).last_ckpt)
-    w2 = _ckpt(train(tiny(cache, "train.max_steps=2"), tmp_path / "s2", progress=False).last_ckpt)
+    # the live weights after steps 1, 2 and 3 of a plain run (3 steps per epoch here)
+    plain_runs = [
+        train(tiny(cache, f"train.max_steps={n}"), tmp_path / f"s{n}", progress=False)
+        for n in (1, 2, 3)
+    ]
+    w1, w2, w3 = (_ckpt(run.last_ckpt) for run in plain_runs)
     ema = train(
-        tiny(cache, "train.max_steps=2", "train.ema_decay=0.25"), tmp_path / "e", progress=False
+        tiny(cache, "train.max_steps=3", "train.ema_decay=0.2"), tmp_path / "e", progress=False
     )
     saved = _ckpt(ema.last_ckpt)
     # averaging trains nothing differently: the live weights travel beside the average
-    for key, value in w2["state_dict"].items():
+    for key, value in w3["state_dict"].items():
         torch.testing.assert_close(saved["current_model_state"][key], value, rtol=0, atol=0)
-    # the average starts at step 1's weights, then avg = 0.25 avg + 0.75 w (floats: weights
-    # and BatchNorm statistics); the checkpoint's model and load_model are the average
+    # the average starts at step 1's weights, then with t updates in it avg = d avg + (1 - d) w,
+    # d = min(0.2, (1 + t) / (10 + t)): 2/11 at t = 1 (the warm-up), 0.2 at t = 2 (3/12 is
+    # capped). Floats: weights and BatchNorm statistics. The checkpoint's model and
+    # load_model are the average, and it counted its 3 updates
+    assert int(saved["averaging_state"]["n_averaged"]) == 3
     model = load_model(ema.run_dir)
     floats = 0
     for key, value in saved["state_dict"].items():
         if not value.is_floating_point():
             continue
-        expected = 0.25 * w1["state_dict"][key] + 0.75 * w2["state_dict"][key]
+        after_2 = 2 / 11 * w1["state_dict"][key] + 9 / 11 * w2["state_dict"][key]
+        expected = 0.2 * after_2 + 0.8 * w3["state_dict"][key]
         torch.testing.assert_close(value, expected, rtol=1e-6, atol=1e-7)
         torch.testing.assert_close(model.state_dict()[key.removeprefix("model.")], value)
         floats += 1
     assert floats > 10 and not torch.equal(
-        saved["state_dict"]["model.head.mu.weight"], w2["state_dict"]["model.head.mu.weight"]
+        saved["state_dict"]["model.head.mu.weight"], w3["state_dict"]["model.head.mu.weight"]
     )
-    # validation scored the average: a plain run at step 2 reports another loss
-    plain = json.loads((tmp_path / "s2" / "metrics.json").read_text())
+    # validation scored the average: a plain run at step 3 reports another loss
+    plain = json.loads((tmp_path / "s3" / "metrics.json").read_text())
     assert ema.metrics["val/loss"] != plain["val/loss"]
 
     # stopped at step 4 (inside the second epoch) and resumed to 6: the same average as
-    # a straight run to 6
-    steps = ("train.ema_decay=0.25", "train.epochs=10")
+    # a straight run to 6. With decay 0.9 every update is in the warm-up (d = 5/14 and 6/15
+    # after the resume), so the update count must survive the resume too
+    steps = ("train.ema_decay=0.9", "train.epochs=10")
     straight = train(tiny(cache, *steps, "train.max_steps=6"), tmp_path / "a", progress=False)
     train(tiny(cache, *steps, "train.max_steps=4"), tmp_path / "b", progress=False)
     resumed = train(
         tiny(cache, *steps, "train.max_steps=6"), tmp_path / "b", resume="last", progress=False
     )
     assert resumed.metrics["start_step"] == 4
-    resumed_state = _ckpt(resumed.last_ckpt)["state_dict"]
+    resumed_ckpt = _ckpt(resumed.last_ckpt)
+    assert int(resumed_ckpt["averaging_state"]["n_averaged"]) == 6
+    resumed_state = resumed_ckpt["state_dict"]
     for key, value in _ckpt(straight.last_ckpt)["state_dict"].items():
         torch.testing.assert_close(resumed_state[key], value, rtol=0, atol=0)
     assert resumed.metrics["val/loss"] == straight.metrics["val/loss"]
     with pytest.raises(ConfigError, match="train.ema_decay"):
         train(tiny(cache, "train.ema_decay=1.0"), tmp_path / "bad", progress=False)
     assert not (tmp_path / "bad").exists()
+
+
+def test_ema_warmup_decay_ramps_up_to_the_configured_decay() -> None:
+    # min(decay, (1 + t) / (10 + t)), by hand
+    assert ema_warmup_decay(0.99, 0) == pytest.approx(1 / 10)
+    assert ema_warmup_decay(0.99, 1) == pytest.approx(2 / 11)
+    assert ema_warmup_decay(0.99, 10) == pytest.approx(11 / 20)
+    assert ema_warmup_decay(0.99, 1000) == 0.99  # 1001 / 1010 = 0.9911, capped
+    assert ema_warmup_decay(0.99, 889) == pytest.approx(890 / 899) and 890 / 899 < 0.99
+    assert ema_warmup_decay(0.99, 890) == 0.99  # 891 / 900: the cap is reached here
+    assert ema_warmup_decay(0.25, 1) == pytest.approx(2 / 11)
+    assert ema_warmup_decay(0.25, 2) == 0.25 and ema_warmup_decay(0.25, 5) == 0.25
+    assert ema_warmup_decay(0.0, 3) == 0.0
+    ramp = [ema_warmup_decay(0.999, t) for t in range(0, 20000, 7)]
+    assert ramp == sorted(ramp) and ramp[-1] == 0.999
+
+
+@pytest.mark.slow
+def test_warmed_up_average_is_never_much_worse_than_the_live_weights(
+    cache: Path, tmp_path: Path
+) -> None:
+    # the binary SegVAE, whose average with a fixed decay 0.99 was dominated by its first
+    # weights in short runs (on this recipe a fixed decay fails the margin at 50 and 200
+    # steps); averaging changes no live weight, so a plain run gives the live weights' loss
+    margin = 1.10
+    for steps in (20, 50, 200):
+        budget = (*KINDS["segvae_binary"], "train.epochs=-1", f"train.max_steps={steps}")
+        live = train(tiny(cache, *budget), tmp_path / f"live{steps}", progress=False)
+        ema = train(
+            tiny(cache, *budget, "train.ema_decay=0.99"), tmp_path / f"ema{steps}", progress=False
+        )
+        assert ema.metrics["global_step"] == live.metrics["global_step"] == steps
+        assert ema.metrics["val/loss"] <= margin * live.metrics["val/loss"], (
+            steps,
+            ema.metrics["val/loss"],
+            live.metrics["val/loss"],
+        )
 
 
 def test_huge_learning_rate_stops_before_any_save(cache: Path, tmp_path: Path) -> None:

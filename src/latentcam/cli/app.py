@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from latentcam.cli.threads import add_threads_flag, check_threads, set_threads
 from latentcam.explain.cam import METHODS
 
 
@@ -64,26 +65,18 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--method", choices=METHODS, default="gradcam", help="CAM method (default: %(default)s)"
     )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads; one image at a time is fastest on 1 (default: %(default)s)",
-    )
+    add_threads_flag(p, 1, "one image at a time is fastest on 1 (default: %(default)s)")
     p.set_defaults(handler=run_app)
 
 
 def run_app(args: argparse.Namespace) -> int:
     import asyncio
 
-    import torch
-
     from latentcam.app.server import bind_socket, create_app, make_server, server_url
     from latentcam.app.session import ExplorerSession, read_z_file
     from latentcam.errors import InputError
 
-    if args.threads < 1:
-        raise InputError(f"--threads must be at least 1, got {args.threads}")
+    check_threads(args.threads)
     if args.top < 1:
         raise InputError(f"--top must be at least 1 slider, got {args.top}")
     if args.gallery < 0:
@@ -101,7 +94,7 @@ def run_app(args: argparse.Namespace) -> int:
     if record is not None:
         session.apply_z(record, args.z)
     sock = bind_socket(args.host, args.port)
-    torch.set_num_threads(args.threads)  # serving only: a failure above leaves it as it was
+    set_threads(args.threads)  # serving only: a failure above leaves it as it was
     app = create_app(session, data=args.data, open_options=options, host=args.host)
     print(f"latentcam app: serving {args.run} at {server_url(sock)} (Ctrl+C to stop)", flush=True)
     asyncio.run(make_server(app).serve(sockets=[sock]))

@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from latentcam.cli.threads import add_threads_flag, check_threads, set_threads
 from latentcam.config import MODEL_KINDS
 from latentcam.errors import InputError
 
@@ -91,6 +92,7 @@ def register(subparsers: Any) -> None:
     add_run_flags(p)
     p.add_argument("--resume", metavar="CKPT", help="continue from a .ckpt, a run folder or 'last'")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    add_threads_flag(p, None, "default: torch's own choice (OMP_NUM_THREADS, else the cores)")
     p.set_defaults(handler=run_train)
 
     s = subparsers.add_parser(
@@ -189,6 +191,7 @@ def run_train(args: argparse.Namespace) -> int:
     from latentcam.config import load_config
     from latentcam.training.checkpoint import config_of, read_checkpoint, resolve_resume
 
+    check_threads(args.threads)
     base = None
     if args.resume:
         base = config_of(read_checkpoint(resolve_resume(args.resume, Path(args.out))))
@@ -197,6 +200,7 @@ def run_train(args: argparse.Namespace) -> int:
     # Lightning is imported only now, after the config is known to be valid: a bad key fails fast
     from latentcam.training.train import is_launching_process, train
 
+    set_threads(args.threads)  # only now: a bad config or checkpoint leaves it as it was
     result = train(
         cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress
     )

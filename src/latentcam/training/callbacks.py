@@ -1,5 +1,5 @@
 """Lightning plumbing of a training run: atomic checkpoint files, a validated stop at
-``max_steps``, and the divergence error.
+``max_steps``, a weight average that warms up, and the divergence error.
 
 - :class:`AtomicCheckpointIO` writes every ``.ckpt`` to a temporary file in the same
   folder, fsyncs it and renames it over the target, so a SIGKILL in the middle of a save
@@ -7,6 +7,9 @@
 - :class:`StopAtMaxSteps` stops through ``trainer.should_stop`` when ``max_steps`` is
   reached, which makes Lightning validate (and checkpoint) the final step even when it
   falls in the middle of an epoch.
+- :class:`WarmupEMAWeightAveraging` keeps an exponential moving average of the weights
+  whose decay ramps up with the number of updates (:func:`ema_warmup_decay`), so that the
+  average is never dominated by the first, nearly random weights of a short run.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import WeightAveraging
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from latentcam.errors import TrainingDivergedError
 from latentcam.io import atomic_path
@@ -82,3 +87,52 @@ class StopAtMaxSteps(pl.Callback):
     ) -> None:
         if self.max_steps > 0 and trainer.global_step >= self.max_steps:
             trainer.should_stop = True
+
+
+def ema_warmup_decay(decay: float, num_averaged: int) -> float:
+    """The decay of the next update of a moving average that already holds ``num_averaged``
+    updates: ``min(decay, (1 + t) / (10 + t))`` with ``t = num_averaged``.
+
+    This is the ``num_updates`` rule of TensorFlow's ``ExponentialMovingAverage``: early on
+    the average follows the live weights closely (0.1 at t = 0, 2/11 at t = 1, 0.55 at
+    t = 10) and it reaches ``decay`` once ``t >= (10 decay - 1) / (1 - decay)`` (890
+    updates for 0.99). With a fixed decay the first weights of a run keep a share of
+    ``decay ** (t - 1)`` in the average after t updates (0.99 ** 95 = 0.38 after 96).
+
+    Args:
+        decay: the largest decay, in [0, 1).
+        num_averaged: t, the updates already in the average (0 or more).
+
+    Returns:
+        The decay d_t in [0, decay]: the update is ``avg = d_t avg + (1 - d_t) live``.
+    """
+    return min(decay, (1 + num_averaged) / (10 + num_averaged))
+
+
+class WarmupEMAWeightAveraging(WeightAveraging):
+    """Lightning's weight averaging with an exponential moving average whose decay warms
+    up: update t (after every optimiser step) uses :func:`ema_warmup_decay` ``(decay, t)``.
+
+    t is the ``n_averaged`` count of torch's ``AveragedModel``, which Lightning checkpoints
+    with the average (``averaging_state``), so ``--resume`` goes on with the same decays.
+    The first update copies the live weights (``AveragedModel`` does so when it holds
+    nothing yet), so the rule first applies at t = 1. As with Lightning's
+    ``EMAWeightAveraging``, parameters and buffers (BatchNorm statistics) are averaged;
+    validation and the end of training swap the average in, and checkpoints store it as
+    their ``state_dict`` with the live weights beside it (``current_model_state``).
+    """
+
+    def __init__(self, decay: float) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"the EMA decay must lie in [0, 1), got {decay}")
+
+        @torch.no_grad()
+        def warmup_ema_update(
+            averaged: list[torch.Tensor], live: list[torch.Tensor], num_averaged: torch.Tensor
+        ) -> None:
+            # torch's EMA step (foreach lerp on floats), with this update's decay
+            step_decay = ema_warmup_decay(decay, int(num_averaged))
+            get_ema_multi_avg_fn(step_decay)(averaged, live, num_averaged)
+
+        super().__init__(use_buffers=True, multi_avg_fn=warmup_ema_update)
+        self.decay = decay

@@ -15,9 +15,12 @@ Lightning's Trainer does the loop: CPU, one GPU, or many GPUs/nodes with DDP
 (``train.devices``, ``train.strategy``, ``train.num_nodes``); ``train.epochs``,
 ``train.max_steps`` and ``train.max_minutes`` bound the run, whichever comes first, and
 the final step is always validated and checkpointed. With ``train.ema_decay`` > 0
-Lightning's ``EMAWeightAveraging`` keeps a moving average of the weights (and BatchNorm
-statistics): validation metrics, ``best``/``last`` checkpoints and the trained model are the
-average's, and each checkpoint also carries the live weights so ``--resume`` goes on exactly.
+:class:`~latentcam.training.callbacks.WarmupEMAWeightAveraging` keeps a moving average of
+the weights (and BatchNorm statistics) whose decay warms up, ``min(decay, (1 + t) / (10 +
+t))`` at update t (TensorFlow's rule), so that a short run's average is not that of its
+first, nearly random weights: validation metrics, ``best``/``last`` checkpoints and the
+trained model are the average's, and each checkpoint also carries the live weights and the
+update count so ``--resume`` goes on exactly.
 """
 
 from __future__ import annotations
@@ -37,13 +40,17 @@ from typing import Any, NamedTuple
 import lightning.pytorch as pl
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger
 
 from latentcam.config import RunConfig, to_dict, to_yaml
 from latentcam.errors import CheckpointError, ConfigError, InputError
 from latentcam.io import atomic_write, ensure_dir, write_json
-from latentcam.training.callbacks import AtomicCheckpointIO, StopAtMaxSteps
+from latentcam.training.callbacks import (
+    AtomicCheckpointIO,
+    StopAtMaxSteps,
+    WarmupEMAWeightAveraging,
+)
 from latentcam.training.checkpoint import config_of, read_checkpoint, resolve_resume
 from latentcam.training.datamodule import FaceDataModule
 from latentcam.training.module import ACTIVE_KL_THRESHOLD, LatentcamModule, seg_target_is_binary
@@ -201,7 +208,7 @@ def _build_trainer(cfg: RunConfig, run_dir: Path, progress: bool) -> pl.Trainer:
     if tcfg.ema_decay > 0:
         # Lightning swaps the average in for validation and at the end of training, and
         # writes it as the checkpoint's state_dict (the live weights beside it, for --resume)
-        callbacks.append(EMAWeightAveraging(decay=tcfg.ema_decay))
+        callbacks.append(WarmupEMAWeightAveraging(decay=tcfg.ema_decay))
     try:
         return pl.Trainer(
             accelerator=accelerator,

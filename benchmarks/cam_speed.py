@@ -9,7 +9,10 @@ head (linear = flatten + Linear, the paper; mlp = a nonlinear hidden layer) and 
 - ours:   ``latent_cams(model, x)`` (affine shortcut cached per model, as in a real run);
 - cold:   ``latent_cams`` with its shortcut cache cleared (includes the one-image probe);
 - fwd:    one forward pass under ``torch.no_grad()`` (the floor);
-- fwd+bwd: one forward + one backward to the explained layer (one unit of the loop).
+- fwd+bwd: one forward + one backward to the explained layer (one unit of the loop);
+- dirs:   at K = 100, ``compute_cams`` of ``--directions`` latent directions mu . w at once
+          (40 = one per CelebA attribute; random unit vectors: the time does not depend on
+          their values), beside captum's loop over the same directions (``dirs captum``).
 
 Medians of ``--repeats`` rounds after a warm-up, timed round-robin (each round runs every
 variant once, so that load drifts hit all alike), ``torch.set_num_threads(--threads)``. Maps
@@ -34,7 +37,8 @@ from torch import nn
 
 from latentcam.config import ModelConfig
 from latentcam.explain import cam as cam_module
-from latentcam.explain.cam import latent_cams, resolve_layer
+from latentcam.explain.cam import compute_cams, latent_cams, resolve_layer
+from latentcam.explain.targets import direction_targets
 from latentcam.models.registry import build_model
 
 
@@ -94,7 +98,19 @@ def ours_cold(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return latent_cams(model, x).maps
 
 
-def run(sizes: list[int], ks: list[int], repeats: int, n: int) -> dict[str, float]:
+def captum_directions(model: nn.Module, x: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+    """captum's LayerGradCam of the scores mu . w_j, one direction per call."""
+    from captum.attr import LayerGradCam
+
+    _, layer = resolve_layer(model, None)
+    cam = LayerGradCam(lambda inp: model(inp).mu @ vectors.T, layer)
+    maps = [cam.attribute(x, target=j, relu_attributions=True) for j in range(vectors.shape[0])]
+    return torch.cat(maps, dim=1)
+
+
+def run(
+    sizes: list[int], ks: list[int], repeats: int, n: int, directions: int = 40
+) -> dict[str, float]:
     tracked: dict[str, float] = {}
     for size in sizes:
         for head in ("linear", "mlp"):
@@ -134,6 +150,37 @@ def run(sizes: list[int], ks: list[int], repeats: int, n: int) -> dict[str, floa
                     f"| max rel err {err:.1e}",
                     flush=True,
                 )
+                if k == 100 and directions:
+                    vectors = torch.nn.functional.normalize(
+                        torch.randn(directions, k, generator=torch.Generator().manual_seed(2)),
+                        dim=1,
+                    )
+                    targets = direction_targets(vectors, [f"d{j}" for j in range(directions)])
+                    td, dres = interleaved_medians(
+                        {
+                            "dirs": lambda m=model, x=x, t=targets: compute_cams(m, x, t).maps,
+                            "captum": lambda m=model, x=x, v=vectors: captum_directions(m, x, v),
+                            "fwd": lambda m=model, x=x: forward_only(m, x),
+                        },
+                        repeats,
+                    )
+                    ours_d, ref_d = dres["dirs"], dres["captum"]
+                    assert isinstance(ours_d, torch.Tensor) and isinstance(ref_d, torch.Tensor)
+                    err_d = float(
+                        (ours_d - ref_d.detach()).abs().max() / ref_d.abs().max().clamp_min(1e-12)
+                    )
+                    print(
+                        f"{size:4d} {head:6s} {k:4d} | {directions} directions | dirs {td['dirs']:7.1f} "
+                        f"| dirs captum {td['captum']:8.1f} | fwd {td['fwd']:6.1f} "
+                        f"| dirs/fwd {td['dirs'] / td['fwd']:5.2f} "
+                        f"| captum/dirs {td['captum'] / td['dirs']:6.1f}x | max rel err {err_d:.1e}",
+                        flush=True,
+                    )
+                    if size == 64:
+                        name = "linear" if head == "linear" else "nonlinear"
+                        key = f"directions{directions}_k100_{name}_64"
+                        tracked[f"ours_over_forward_{key}"] = round(td["dirs"] / td["fwd"], 2)
+                        tracked[f"captum_over_ours_{key}"] = round(td["captum"] / td["dirs"], 2)
                 if k == 100 and size == 64:
                     name = "linear" if head == "linear" else "nonlinear"
                     tracked[f"captum_over_ours_k100_{name}_64"] = round(t["captum"] / t["ours"], 2)
@@ -150,6 +197,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=16, help="images per batch")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--quick", action="store_true", help="64 px, K = 100, 3 repeats")
+    parser.add_argument(
+        "--directions",
+        type=int,
+        default=40,
+        help="latent directions explained at once at K = 100 (0 = skip; default: %(default)s)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sizes = [64] if args.quick else [int(s) for s in args.sizes.split(",")]
@@ -160,7 +213,7 @@ def main() -> None:
         "paper-like VAE: 4 conv blocks, base 32, last block 256 channels",
         flush=True,
     )
-    tracked = run(sizes, ks, repeats, args.n)
+    tracked = run(sizes, ks, repeats, args.n, args.directions)
     print(json.dumps(tracked))
 
 

@@ -15,8 +15,8 @@ run:
   the energy of its heatmap in the part, the pointing game with two chance levels (the
   part's area share, and a random cell of that layer's grid), the pointing game of its
   effect map |decode(mu + 3 s w) - decode(mu - 3 s w)| (s = the data's standard deviation
-  along w) and the Spearman agreement between the two; faces where the part is empty are
-  left out and counted.
+  along w) and the Spearman agreement between the two (on the first :data:`SPEARMAN_FACES`
+  scored faces); faces where the part is empty are left out and counted.
 - :func:`directions_report`: the ``directions`` section of ``latentcam evaluate``: every
   attribute (and synthetic factor) direction scored beside its best single unit, scored the
   same way, and the unsupervised directions with what they correlate with.
@@ -60,7 +60,14 @@ from latentcam.explain.directions import (
     unit_direction,
 )
 from latentcam.explain.disentangle import auroc_matrix
-from latentcam.explain.layers import FUSION, CamBank, encoder_blocks, mean_finite
+from latentcam.explain.layers import (
+    FUSION,
+    CamBank,
+    ComparisonRow,
+    encoder_blocks,
+    mean_finite,
+    pick_best,
+)
 from latentcam.explain.traversal import effect_maps
 from latentcam.runs import Latents, encode_run_data
 from latentcam.training.checkpoint import LoadedRun, load_run
@@ -83,6 +90,9 @@ SCORE_KEYS = (
     "effect_pointing",
     "spearman_cam_effect",
 )
+#: Faces per direction whose heatmap and effect map are compared by Spearman over pixels (the
+#: ranking is the costly step; the other scores use every face).
+SPEARMAN_FACES = 32
 #: Unsupervised directions found per finder by ``evaluate``.
 UNSUPERVISED_K = 5
 #: Direction kinds found without labels (listed, not scored against parts).
@@ -390,7 +400,10 @@ class DirectionScore:
         faces: faces scored (the part is present).
         faces_without_part: faces left out because the part is empty there.
         layers: layer -> method -> {score name: value} (:data:`SCORE_KEYS`).
-        best_layer, best_method: the pair with the highest pointing game (ties: energy).
+        best_layer, best_method: the pair that localises best by the rule of ``--layer auto``
+            (:func:`latentcam.explain.layers.pick_best`: best mean rank over pointing game
+            minus chance, energy in part and agreement with the effect map), with the higher
+            of the two chance levels.
     """
 
     name: str
@@ -471,15 +484,18 @@ def score_directions(
         DirectionScore(d.name, d.parts, int(p.sum()), int((~p).sum()))
         for d, p in zip(scored, present, strict=True)
     ]
-    effect_hits = []
-    for t, d in enumerate(scored):
-        keep = present[t]
-        if not bool(keep.any()):
+    ids = [{"part": part_ids(d.parts)} for d in scored]
+    kept = [torch.nonzero(p).flatten() for p in present]  # the faces scored, per direction
+    ranked = [k[:SPEARMAN_FACES] for k in kept]  # the faces whose pixel ranks are compared
+    effect_hits, effect_ranks = [], []
+    for t in range(len(scored)):
+        if kept[t].numel() == 0:
             effect_hits.append(float("nan"))
+            effect_ranks.append(torch.empty(0))
             continue
-        ids = {"part": part_ids(d.parts)}
-        sc = M.region_scores(effects[keep][:, t : t + 1], parts[keep], "part", ids)
+        sc = M.region_scores(effects[kept[t], t : t + 1], parts[kept[t]], "part", ids[t])
         effect_hits.append(mean_finite(sc.hits))
+        effect_ranks.append(M.average_ranks(effects[ranked[t], t].flatten(1)))
     pairs = [(layer, method) for layer in names for method in methods]
     for layer in names:
         if layer != FUSION:
@@ -487,37 +503,42 @@ def score_directions(
     for layer, method in tqdm(pairs, desc="directions", disable=not progress, leave=False):
         size = bank.map_size(layer)
         cams = bank.image_maps(layer, method, list(range(len(scored))))  # (N, T, H, W)
-        flat = M.flat_maps(cams)
-        for t, d in enumerate(scored):
-            keep = present[t]
-            if not bool(keep.any()):
+        flat = M.flat_maps(cams)  # (N, T)
+        for t in range(len(scored)):
+            if kept[t].numel() == 0:
                 continue
-            ids = {"part": part_ids(d.parts)}
-            cam = cams[keep][:, t : t + 1]
-            sc = M.region_scores(cam, parts[keep], "part", ids)
-            rho = M.rank_correlation(cam, effects[keep][:, t : t + 1])[:, 0]
-            rho = torch.where(flat[keep][:, t], torch.zeros_like(rho), rho)
+            sc = M.region_scores(cams[kept[t], t : t + 1], parts[kept[t]], "part", ids[t])
+            cam_ranks = M.average_ranks(cams[ranked[t], t].flatten(1))
+            rho = M.pearson(cam_ranks, effect_ranks[t]).float()
+            rho = torch.where(flat[ranked[t], t], torch.zeros_like(rho), rho)
+            chance = mean_finite(sc.chance)
             results[t].layers.setdefault(layer, {})[method] = {
                 "energy_in_part": mean_finite(sc.energy),
                 "pointing_game": mean_finite(sc.hits),
-                "chance": mean_finite(sc.chance),
-                "cell_chance": mean_finite(
-                    sc.chance if layer == FUSION else cell_chance(masks[t][keep], size)
+                "chance": chance,
+                "cell_chance": (
+                    chance if layer == FUSION else mean_finite(cell_chance(masks[t][kept[t]], size))
                 ),
                 "effect_pointing": effect_hits[t],
                 "spearman_cam_effect": mean_finite(rho),
             }
     for result in results:
         candidates = [
-            (scores["pointing_game"], scores["energy_in_part"], layer, method)
+            ComparisonRow(
+                layer=layer,
+                method=method,
+                map_size=[],
+                energy_in_part=scores["energy_in_part"],
+                pointing_game=scores["pointing_game"],
+                chance=max(scores["chance"], scores["cell_chance"]),
+                spearman_cam_effect=scores["spearman_cam_effect"],
+            )
             for layer, by_method in result.layers.items()
             for method, scores in by_method.items()
         ]
-        candidates = [c for c in candidates if not math.isnan(c[0])]
         if candidates:
-            _, _, result.best_layer, result.best_method = max(
-                candidates, key=lambda c: (c[0], c[1])
-            )
+            choice = pick_best(candidates, has_parts=True)
+            result.best_layer, result.best_method = choice.layer, choice.method
     return results
 
 

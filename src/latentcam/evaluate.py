@@ -54,8 +54,9 @@ and returns one JSON-ready dict. Its sections (keys) are:
     ``layers[LAYER][METHOD]`` with ``energy_in_part``, ``pointing_game``, ``chance`` (the
     part's area share), ``cell_chance`` (a random cell of that layer's grid),
     ``effect_pointing`` (the pointing game of the effect map |decode(mu + 3 s w) -
-    decode(mu - 3 s w)|) and ``spearman_cam_effect``; ``best`` (the layer and method with the
-    highest pointing game, the same scores and a ``verdict``); ``unit`` (the best single
+    decode(mu - 3 s w)|) and ``spearman_cam_effect``; ``best`` (the layer and method that
+    localise best by the rule of ``--layer auto``, the higher chance level counted, with the
+    same scores and a ``verdict``); ``unit`` (the best single
     unit's scores at that layer and method, and its ``own_best``). ``directions.unsupervised
     [NAME]`` (PCA, SeFa or the decoder Jacobian's directions) holds ``explained_variance``
     and ``top_correlates`` ([name, Pearson r] of the attributes and factors mu . w tracks
@@ -123,6 +124,7 @@ from latentcam.explain.traversal import effect_maps
 from latentcam.io import ensure_dir, write_json
 from latentcam.models.segvae import predicted_labels
 from latentcam.runs import RunData, open_run_data
+from latentcam.training.checkpoint import LoadedRun
 from latentcam.training.losses import kl_per_unit
 
 log = logging.getLogger(__name__)
@@ -639,7 +641,7 @@ def _attribute_control(batch: RunData) -> dict[str, Any]:
 
 
 def evaluate_run(
-    run: str | Path,
+    run: str | Path | LoadedRun,
     data: str | Path | None = None,
     out: str | Path | None = None,
     n: int = 256,

@@ -781,12 +781,12 @@ def traverse_run(
         with torch.no_grad():
             mu, logvar = model.encode(batch.images, batch.cond)
         units = kl_per_unit(mu, logvar).argsort(descending=True)[:5].tolist()
-    unit_modes = (("additive", deltas), ("sigma", sigmas)) if units is not None else ()
-    for mode, steps in unit_modes:
+    chosen = list(units) if units is not None else []
+    for mode, steps in (("additive", deltas), ("sigma", sigmas)) if chosen else ():
         trav = traverse(
             model,
             batch.images,
-            units,
+            chosen,
             steps=steps,
             mode=mode,
             cond=batch.cond,

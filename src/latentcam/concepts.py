@@ -15,8 +15,9 @@ run:
   the energy of its heatmap in the part, the pointing game with two chance levels (the
   part's area share, and a random cell of that layer's grid), the pointing game of its
   effect map |decode(mu + 3 s w) - decode(mu - 3 s w)| (s = the data's standard deviation
-  along w) and the Spearman agreement between the two (on the first :data:`SPEARMAN_FACES`
-  scored faces); faces where the part is empty are left out and counted.
+  along w) and the Spearman agreement between the two over the cells of the layer's grid (the
+  effect map average-pooled to it; on the first :data:`SPEARMAN_FACES` scored faces); faces
+  where the part is empty are left out and counted.
 - :func:`directions_report`: the ``directions`` section of ``latentcam evaluate``: every
   attribute (and synthetic factor) direction scored beside its best single unit, scored the
   same way, and the unsupervised directions with what they correlate with.
@@ -35,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from latentcam.data.classes import ATTRIBUTE_NAMES
@@ -478,50 +480,53 @@ def score_directions(
     rows = subset.vectors * subset.scales[:, None]  # one data SD along each direction
     effects = effect_maps(model, mu, delta=delta, cond=cond, directions=rows).cpu()  # type: ignore[arg-type]
     bank = CamBank(model, images, cond, targets=subset.targets)
-    masks = [torch.isin(parts, torch.tensor(part_ids(d.parts))) for d in scored]
-    present = [m.flatten(1).any(1) for m in masks]
-    results = [
-        DirectionScore(d.name, d.parts, int(p.sum()), int((~p).sum()))
-        for d, p in zip(scored, present, strict=True)
-    ]
-    ids = [{"part": part_ids(d.parts)} for d in scored]
-    kept = [torch.nonzero(p).flatten() for p in present]  # the faces scored, per direction
-    ranked = [k[:SPEARMAN_FACES] for k in kept]  # the faces whose pixel ranks are compared
-    effect_hits, effect_ranks = [], []
-    for t in range(len(scored)):
-        if kept[t].numel() == 0:
-            effect_hits.append(float("nan"))
-            effect_ranks.append(torch.empty(0))
+    results = [DirectionScore(d.name, d.parts, 0, 0) for d in scored]
+    # directions that share a part set share its mask and faces: score them in one call
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for t, d in enumerate(scored):
+        groups.setdefault(part_ids(d.parts), []).append(t)
+    plan = []
+    for ids, cols in groups.items():
+        mask = torch.isin(parts, torch.tensor(ids))  # (N, H, W)
+        keep = torch.nonzero(mask.flatten(1).any(1)).flatten()  # faces where the part shows
+        for t in cols:
+            results[t].faces = int(keep.numel())
+            results[t].faces_without_part = int(parts.shape[0] - keep.numel())
+        if keep.numel() == 0:
             continue
-        sc = M.region_scores(effects[kept[t], t : t + 1], parts[kept[t]], "part", ids[t])
-        effect_hits.append(mean_finite(sc.hits))
-        effect_ranks.append(M.average_ranks(effects[ranked[t], t].flatten(1)))
+        region = {"part": ids}
+        hits = M.region_scores(effects[keep][:, cols], parts[keep], "part", region).hits
+        plan.append((cols, mask[keep], keep, region, hits.mean(0).tolist()))
     pairs = [(layer, method) for layer in names for method in methods]
     for layer in names:
         if layer != FUSION:
             bank.prefetch(layer, list(methods))
+    pooled: dict[tuple[int, int], Tensor] = {}  # effect maps at each map resolution
     for layer, method in tqdm(pairs, desc="directions", disable=not progress, leave=False):
         size = bank.map_size(layer)
         cams = bank.image_maps(layer, method, list(range(len(scored))))  # (N, T, H, W)
-        flat = M.flat_maps(cams)  # (N, T)
-        for t in range(len(scored)):
-            if kept[t].numel() == 0:
-                continue
-            sc = M.region_scores(cams[kept[t], t : t + 1], parts[kept[t]], "part", ids[t])
-            cam_ranks = M.average_ranks(cams[ranked[t], t].flatten(1))
-            rho = M.pearson(cam_ranks, effect_ranks[t]).float()
-            rho = torch.where(flat[ranked[t], t], torch.zeros_like(rho), rho)
+        native = cams if layer == FUSION else bank.layer_maps(layer, method)  # (N, T, h, w)
+        h, w = native.shape[-2:]
+        if (h, w) not in pooled:
+            pooled[(h, w)] = F.adaptive_avg_pool2d(effects, (h, w))
+        for cols, mask, keep, region, effect_hits in plan:
+            sc = M.region_scores(cams[keep][:, cols], parts[keep], "part", region)
+            ranked = keep[:SPEARMAN_FACES]
+            a = M.average_ranks(native[ranked][:, cols].flatten(2))
+            b = M.average_ranks(pooled[(h, w)][ranked][:, cols].flatten(2))
+            rho = M.pearson(a, b).float()  # (n, |cols|), NaN where a map is constant
+            rho = torch.where(M.flat_maps(native[ranked][:, cols]), torch.zeros_like(rho), rho)
             chance = mean_finite(sc.chance)
-            results[t].layers.setdefault(layer, {})[method] = {
-                "energy_in_part": mean_finite(sc.energy),
-                "pointing_game": mean_finite(sc.hits),
-                "chance": chance,
-                "cell_chance": (
-                    chance if layer == FUSION else mean_finite(cell_chance(masks[t][kept[t]], size))
-                ),
-                "effect_pointing": effect_hits[t],
-                "spearman_cam_effect": mean_finite(rho),
-            }
+            cells = chance if layer == FUSION else mean_finite(cell_chance(mask, size))
+            for j, t in enumerate(cols):
+                results[t].layers.setdefault(layer, {})[method] = {
+                    "energy_in_part": mean_finite(sc.energy[:, j]),
+                    "pointing_game": mean_finite(sc.hits[:, j]),
+                    "chance": chance,
+                    "cell_chance": cells,
+                    "effect_pointing": float(effect_hits[j]),
+                    "spearman_cam_effect": mean_finite(rho[:, j]),
+                }
     for result in results:
         candidates = [
             ComparisonRow(

@@ -23,6 +23,8 @@ SCORES = {
     "pointing_game",
     "chance",
     "cell_chance",
+    "random_pointing",
+    "random_energy",
     "effect_pointing",
     "spearman_cam_effect",
 }

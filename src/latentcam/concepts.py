@@ -57,6 +57,7 @@ from latentcam.explain.directions import (
     part_ids,
     pca_directions,
     pearson_matrix,
+    random_directions,
     read_vectors,
     sefa_directions,
     unit_direction,
@@ -89,9 +90,13 @@ SCORE_KEYS = (
     "pointing_game",
     "chance",
     "cell_chance",
+    "random_pointing",
+    "random_energy",
     "effect_pointing",
     "spearman_cam_effect",
 )
+#: Random directions whose maps give the null baseline of every score (``random_*``).
+RANDOM_DIRECTIONS = 8
 #: Faces per direction whose heatmap and effect map are compared by Spearman over pixels (the
 #: ranking is the costly step; the other scores use every face).
 SPEARMAN_FACES = 32
@@ -404,8 +409,8 @@ class DirectionScore:
         layers: layer -> method -> {score name: value} (:data:`SCORE_KEYS`).
         best_layer, best_method: the pair that localises best by the rule of ``--layer auto``
             (:func:`latentcam.explain.layers.pick_best`: best mean rank over pointing game
-            minus chance, energy in part and agreement with the effect map), with the higher
-            of the two chance levels.
+            minus chance, energy in part and agreement with the effect map), the chance being
+            the strongest baseline (area share, random cell, random directions).
     """
 
     name: str
@@ -454,8 +459,15 @@ def score_directions(
     methods: Sequence[str] = DIRECTION_METHODS,
     delta: float = 3.0,
     progress: bool = False,
+    random: int = RANDOM_DIRECTIONS,
 ) -> list[DirectionScore]:
     """Score every direction that has parts (see the module docstring for the scores).
+
+    Besides the two chance levels, ``random`` seeded random directions
+    (:func:`latentcam.explain.directions.random_directions`) are scored against every part
+    at every layer and method: ``random_pointing`` and ``random_energy`` are their means, the
+    baseline of a map that knows the face but not the concept (small salient parts such as
+    the mouth beat the area share easily).
 
     Args:
         model: a latentcam model.
@@ -465,6 +477,7 @@ def score_directions(
         layers: real layer names and/or ``"fusion"`` (default: every encoder block).
         methods: CAM methods.
         delta: effect-map step in units of each direction's ``scale``.
+        random: how many random directions give the ``random_*`` baseline (0 = none: NaN).
 
     Returns:
         one :class:`DirectionScore` per direction with parts, in order.
@@ -479,7 +492,10 @@ def score_directions(
         mu, _ = model.encode(images, cond)  # type: ignore[operator]
     rows = subset.vectors * subset.scales[:, None]  # one data SD along each direction
     effects = effect_maps(model, mu, delta=delta, cond=cond, directions=rows).cpu()  # type: ignore[arg-type]
-    bank = CamBank(model, images, cond, targets=subset.targets)
+    null = random_directions(directions.latent_dim, random) if random > 0 else None
+    targets = subset.targets + ([] if null is None else null.targets)
+    bank = CamBank(model, images, cond, targets=targets)
+    null_cols = list(range(len(scored), len(targets)))
     results = [DirectionScore(d.name, d.parts, 0, 0) for d in scored]
     # directions that share a part set share its mask and faces: score them in one call
     groups: dict[tuple[int, ...], list[int]] = {}
@@ -504,7 +520,7 @@ def score_directions(
     pooled: dict[tuple[int, int], Tensor] = {}  # effect maps at each map resolution
     for layer, method in tqdm(pairs, desc="directions", disable=not progress, leave=False):
         size = bank.map_size(layer)
-        cams = bank.image_maps(layer, method, list(range(len(scored))))  # (N, T, H, W)
+        cams = bank.image_maps(layer, method, list(range(len(targets))))  # (N, T + R, H, W)
         native = cams if layer == FUSION else bank.layer_maps(layer, method)  # (N, T, h, w)
         h, w = native.shape[-2:]
         if (h, w) not in pooled:
@@ -518,12 +534,18 @@ def score_directions(
             rho = torch.where(M.flat_maps(native[ranked][:, cols]), torch.zeros_like(rho), rho)
             chance = mean_finite(sc.chance)
             cells = chance if layer == FUSION else mean_finite(cell_chance(mask, size))
+            null_hits = null_energy = float("nan")
+            if null_cols:
+                nsc = M.region_scores(cams[keep][:, null_cols], parts[keep], "part", region)
+                null_hits, null_energy = mean_finite(nsc.hits), mean_finite(nsc.energy)
             for j, t in enumerate(cols):
                 results[t].layers.setdefault(layer, {})[method] = {
                     "energy_in_part": mean_finite(sc.energy[:, j]),
                     "pointing_game": mean_finite(sc.hits[:, j]),
                     "chance": chance,
                     "cell_chance": cells,
+                    "random_pointing": null_hits,
+                    "random_energy": null_energy,
                     "effect_pointing": float(effect_hits[j]),
                     "spearman_cam_effect": mean_finite(rho[:, j]),
                 }
@@ -535,7 +557,7 @@ def score_directions(
                 map_size=[],
                 energy_in_part=scores["energy_in_part"],
                 pointing_game=scores["pointing_game"],
-                chance=max(scores["chance"], scores["cell_chance"]),
+                chance=_baseline(scores),
                 spearman_cam_effect=scores["spearman_cam_effect"],
             )
             for layer, by_method in result.layers.items()
@@ -550,10 +572,17 @@ def score_directions(
 # ----------------------------------------------------------------------------- evaluate
 
 
+def _baseline(scores: Mapping[str, float]) -> float:
+    """The strongest pointing-game baseline: area share, random cell or random directions."""
+    values = [scores.get(k, float("nan")) for k in ("chance", "cell_chance", "random_pointing")]
+    finite = [v for v in values if not math.isnan(v)]
+    return max(finite) if finite else float("nan")
+
+
 def _verdict(scores: Mapping[str, float]) -> str:
-    """A plain reading of a pointing game against the higher of its two chance levels."""
+    """A plain reading of a pointing game against its strongest baseline (:func:`_baseline`)."""
     hit = scores.get("pointing_game", float("nan"))
-    chance = max(scores.get("chance", float("nan")), scores.get("cell_chance", float("nan")))
+    chance = _baseline(scores)
     if math.isnan(hit) or math.isnan(chance) or chance <= 0:
         return "not scored"
     ratio = hit / chance

@@ -53,10 +53,12 @@ and returns one JSON-ready dict. Its sections (keys) are:
     masks: ``faces`` / ``faces_without_part`` (faces whose part is empty are left out),
     ``layers[LAYER][METHOD]`` with ``energy_in_part``, ``pointing_game``, ``chance`` (the
     part's area share), ``cell_chance`` (a random cell of that layer's grid),
+    ``random_pointing`` and ``random_energy`` (the same scores of 8 seeded random directions:
+    the null baseline of a map that knows the face but not the concept),
     ``effect_pointing`` (the pointing game of the effect map |decode(mu + 3 s w) -
     decode(mu - 3 s w)|) and ``spearman_cam_effect``; ``best`` (the layer and method that
-    localise best by the rule of ``--layer auto``, the higher chance level counted, with the
-    same scores and a ``verdict``); ``unit`` (the best single
+    localise best by the rule of ``--layer auto`` against the strongest of the three baselines,
+    with the same scores and a ``verdict`` against that baseline); ``unit`` (the best single
     unit's scores at that layer and method, and its ``own_best``). ``directions.unsupervised
     [NAME]`` (PCA, SeFa or the decoder Jacobian's directions) holds ``explained_variance``
     and ``top_correlates`` ([name, Pearson r] of the attributes and factors mu . w tracks

@@ -26,6 +26,7 @@ from latentcam.explain.directions import (
     mean_difference,
     part_ids,
     pca_directions,
+    random_directions,
     read_vectors,
     sefa_directions,
     unit_direction,
@@ -396,6 +397,13 @@ def test_score_directions_against_parts_by_hand() -> None:
     assert toward["effect_pointing"] == 1.0 and toward["spearman_cam_effect"] == pytest.approx(1.0)
     assert away["pointing_game"] == 0.0 and away["energy_in_part"] == 0.0
     assert scores[0].best_layer == "layer" and scores[0].best_method == "hirescam"
+    # the null baseline, by hand: a random w hits the mouth when w_0 > max(w_1, 0); a map that
+    # is zero everywhere (both negative) counts as chance (the area share)
+    null = random_directions(2, 8).vectors
+    w0, w1 = null[:, 0], null[:, 1]
+    by_hand = torch.where((w0 <= 0) & (w1 <= 0), 16 / 256, ((w0 > 0) & (w0 > w1)).float())
+    assert toward["random_pointing"] == pytest.approx(float(by_hand.mean()), abs=1e-6)
+    assert toward["random_pointing"] == away["random_pointing"]
 
 
 def test_direction_targets_need_one_name_per_row() -> None:

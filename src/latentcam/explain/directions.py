@@ -67,7 +67,17 @@ Tensor = torch.Tensor
 #: Format tag written into every directions file.
 FORMAT = "latentcam.directions/1"
 #: The finders' kinds (the ``kind`` of a Direction).
-KINDS = ("attribute", "factor", "pca", "sefa", "jacobian", "mean_difference", "user", "unit")
+KINDS = (
+    "attribute",
+    "factor",
+    "pca",
+    "sefa",
+    "jacobian",
+    "mean_difference",
+    "user",
+    "unit",
+    "random",
+)
 #: Fewest positives (and negatives) an attribute needs in the training split for a probe.
 MIN_POSITIVES = 10
 #: Units whose standard deviation of mu is below this share of the median are floored there.
@@ -910,6 +920,22 @@ def unit_direction(
     )
 
 
+def random_directions(latent_dim: int, count: int = 8, seed: int = 0) -> DirectionSet:
+    """``count`` directions drawn uniformly on the unit sphere of mu space (seeded): the null
+    baseline of a direction's scores. A heatmap that lands on a part no more often than the
+    maps of random directions do says nothing about the concept."""
+    if count < 1:
+        raise InputError(f"the number of random directions must be >= 1, got {count}")
+    vectors = torch.randn(count, latent_dim, generator=torch.Generator().manual_seed(seed))
+    return DirectionSet(
+        [
+            make_direction(f"random_{i}", vectors[i], "random", source=f"random, seed {seed}")
+            for i in range(count)
+        ],
+        latent_dim,
+    )
+
+
 def best_units(
     mu: Tensor | np.ndarray, labels: Tensor | np.ndarray
 ) -> tuple[list[int], list[int], Tensor]:
@@ -1000,6 +1026,7 @@ __all__ = [
     "pca_directions",
     "pearson_matrix",
     "read_parts_table",
+    "random_directions",
     "read_vectors",
     "sefa_directions",
     "standardiser",

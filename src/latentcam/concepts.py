@@ -758,20 +758,19 @@ def directions_run(
     from latentcam.report.figures import save_figure
     from latentcam.report.plots import direction_ranking
 
-    loaded = load_run(run)
     found = find_directions(
-        loaded,
+        load_run(run),
         data,
         kinds,
-        names,
-        k,
-        max_images,
-        parts,
-        with_images,
-        without_images,
-        concept,
-        vectors,
-        progress,
+        names=names,
+        k=k,
+        max_images=max_images,
+        parts=parts,
+        with_images=with_images,
+        without_images=without_images,
+        concept=concept,
+        vectors=vectors,
+        progress=progress,
     )
     if not len(found):
         raise InputError(
@@ -780,25 +779,7 @@ def directions_run(
         )
     folder = ensure_dir(out)
     found.save(folder / "directions.npz")
-    write_json(
-        folder / "directions.json",
-        {
-            "latent_dim": found.latent_dim,
-            **found.meta,
-            "directions": [
-                {
-                    "name": d.name,
-                    "kind": d.kind,
-                    "source": d.source,
-                    "scale": d.scale,
-                    "parts": list(d.parts),
-                    "scores": d.scores,
-                }
-                for d in found
-            ],
-            "skipped": found.skipped,
-        },
-    )
+    write_json(folder / "directions.json", found.describe())
     save_figure(
         direction_ranking([{"name": d.name, "kind": d.kind, **d.scores} for d in found]),
         folder / "ranking.png",

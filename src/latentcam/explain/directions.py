@@ -325,16 +325,14 @@ class DirectionSet:
 
     # ------------------------------------------------------------------ files
 
-    def save(self, path: str | Path) -> Path:
-        """Write ``directions.npz`` atomically (see the module docstring for its arrays)."""
-        from latentcam.io import atomic_path
-
-        path = Path(path)
-        meta = {
+    def describe(self) -> dict[str, Any]:
+        """Everything but the vectors, JSON-ready: the format, K, the set's meta, what was
+        skipped and why, and per direction its name, kind, source, scale, parts and scores."""
+        return {
             "format": FORMAT,
             "latent_dim": self.latent_dim,
             **_jsonable(self.meta),
-            "skipped": self.skipped,
+            "skipped": dict(self.skipped),
             "directions": [
                 {
                     "name": d.name,
@@ -347,6 +345,13 @@ class DirectionSet:
                 for d in self.directions
             ],
         }
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``directions.npz`` atomically (see the module docstring for its arrays)."""
+        from latentcam.io import atomic_path
+
+        path = Path(path)
+        meta = self.describe()
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.savez_compressed(
                 fh,

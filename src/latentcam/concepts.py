@@ -557,7 +557,7 @@ def score_directions(
                 map_size=[],
                 energy_in_part=scores["energy_in_part"],
                 pointing_game=scores["pointing_game"],
-                chance=_baseline(scores),
+                chance=strongest_baseline(scores),
                 spearman_cam_effect=scores["spearman_cam_effect"],
             )
             for layer, by_method in result.layers.items()
@@ -572,7 +572,7 @@ def score_directions(
 # ----------------------------------------------------------------------------- evaluate
 
 
-def _baseline(scores: Mapping[str, float]) -> float:
+def strongest_baseline(scores: Mapping[str, float]) -> float:
     """The strongest pointing-game baseline: area share, random cell or random directions."""
     values = [scores.get(k, float("nan")) for k in ("chance", "cell_chance", "random_pointing")]
     finite = [v for v in values if not math.isnan(v)]
@@ -580,9 +580,9 @@ def _baseline(scores: Mapping[str, float]) -> float:
 
 
 def _verdict(scores: Mapping[str, float]) -> str:
-    """A plain reading of a pointing game against its strongest baseline (:func:`_baseline`)."""
+    """A plain reading of a pointing game against its strongest baseline."""
     hit = scores.get("pointing_game", float("nan"))
-    chance = _baseline(scores)
+    chance = strongest_baseline(scores)
     if math.isnan(hit) or math.isnan(chance) or chance <= 0:
         return "not scored"
     ratio = hit / chance

@@ -449,6 +449,11 @@ def cell_chance(mask: Tensor, size: Sequence[int]) -> Tensor:
     return mask[:, rows][:, :, cols].float().mean(dim=(1, 2))
 
 
+def _pick(maps: Tensor, rows: Tensor, columns: Tensor) -> Tensor:
+    """maps[rows][:, columns] for (N, T, ...) maps, columns first (copies only what is kept)."""
+    return maps.index_select(1, columns).index_select(0, rows)
+
+
 def score_directions(
     model: torch.nn.Module,
     images: Tensor,
@@ -495,7 +500,7 @@ def score_directions(
     null = random_directions(directions.latent_dim, random) if random > 0 else None
     targets = subset.targets + ([] if null is None else null.targets)
     bank = CamBank(model, images, cond, targets=targets)
-    null_cols = list(range(len(scored), len(targets)))
+    null_cols = torch.arange(len(scored), len(targets))
     results = [DirectionScore(d.name, d.parts, 0, 0) for d in scored]
     # directions that share a part set share its mask and faces: score them in one call
     groups: dict[tuple[int, ...], list[int]] = {}
@@ -511,8 +516,9 @@ def score_directions(
         if keep.numel() == 0:
             continue
         region = {"part": ids}
-        hits = M.region_scores(effects[keep][:, cols], parts[keep], "part", region).hits
-        plan.append((cols, mask[keep], keep, region, hits.mean(0).tolist()))
+        columns = torch.tensor(cols)
+        hits = M.region_scores(_pick(effects, keep, columns), parts[keep], "part", region).hits
+        plan.append((cols, columns, mask[keep], keep, region, hits.mean(0).tolist()))
     pairs = [(layer, method) for layer in names for method in methods]
     for layer in names:
         if layer != FUSION:
@@ -525,18 +531,19 @@ def score_directions(
         h, w = native.shape[-2:]
         if (h, w) not in pooled:
             pooled[(h, w)] = F.adaptive_avg_pool2d(effects, (h, w))
-        for cols, mask, keep, region, effect_hits in plan:
-            sc = M.region_scores(cams[keep][:, cols], parts[keep], "part", region)
+        for cols, columns, mask, keep, region, effect_hits in plan:
+            sc = M.region_scores(_pick(cams, keep, columns), parts[keep], "part", region)
             ranked = keep[:SPEARMAN_FACES]
-            a = M.average_ranks(native[ranked][:, cols].flatten(2))
-            b = M.average_ranks(pooled[(h, w)][ranked][:, cols].flatten(2))
+            cells_maps = _pick(native, ranked, columns)  # (n, |cols|, h, w)
+            a = M.average_ranks(cells_maps.flatten(2))
+            b = M.average_ranks(_pick(pooled[(h, w)], ranked, columns).flatten(2))
             rho = M.pearson(a, b).float()  # (n, |cols|), NaN where a map is constant
-            rho = torch.where(M.flat_maps(native[ranked][:, cols]), torch.zeros_like(rho), rho)
+            rho = torch.where(M.flat_maps(cells_maps), torch.zeros_like(rho), rho)
             chance = mean_finite(sc.chance)
             cells = chance if layer == FUSION else mean_finite(cell_chance(mask, size))
             null_hits = null_energy = float("nan")
-            if null_cols:
-                nsc = M.region_scores(cams[keep][:, null_cols], parts[keep], "part", region)
+            if null_cols.numel():
+                nsc = M.region_scores(_pick(cams, keep, null_cols), parts[keep], "part", region)
                 null_hits, null_energy = mean_finite(nsc.hits), mean_finite(nsc.energy)
             for j, t in enumerate(cols):
                 results[t].layers.setdefault(layer, {})[method] = {

@@ -162,7 +162,7 @@ def evaluate(
     methods: Sequence[str] | None = None,
     fuse_how: str = "mean",
     directions: DirectionSet | bool | None = None,
-    direction_images: int = 128,
+    direction_images: int = 64,
 ) -> dict[str, Any]:
     """Compute every metric that the run and its data allow (see the module docstring).
 
@@ -655,7 +655,7 @@ def evaluate_run(
     methods: Sequence[str] | None = None,
     max_map_images: int = 32,
     directions: DirectionSet | bool | None = None,
-    direction_images: int = 128,
+    direction_images: int = 64,
 ) -> dict[str, Any]:
     """Load a run and ``n`` images of its data, evaluate, and write the JSON to ``out``.
 

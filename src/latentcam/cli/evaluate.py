@@ -92,7 +92,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     ev.add_argument(
         "--direction-images",
         type=int,
-        default=128,
+        default=64,
         help="images the directions' heatmaps are scored on (default: %(default)s)",
     )
     ev.set_defaults(handler=_evaluate)

@@ -3,6 +3,11 @@
 Every file latentcam writes goes through :func:`atomic_write` (or :func:`atomic_path`):
 the bytes land in a temporary file in the same folder, which is renamed over the target
 only once complete, so an interrupted run never leaves a truncated PNG, NPZ, JSON or cache.
+
+Before a command writes anything, :func:`check_output` compares its output path with the
+paths it reads: an output that is, lies inside or contains one of its inputs, or that would
+land on the files a training run owns (``checkpoints/``, ``logs/``, ``config.yaml``,
+``metrics.json``), is refused with one line that says what would be overwritten.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,6 +31,107 @@ def _default_mode() -> int:
 
 
 _FILE_MODE = _default_mode()
+
+#: Files and folders of a run folder that only ``latentcam train`` writes.
+RUN_FILES = ("config.yaml", "metrics.json")
+RUN_FOLDERS = ("checkpoints", "logs")
+
+
+def is_run_folder(path: str | Path) -> bool:
+    """True for a folder written by ``latentcam train``: a ``config.yaml`` beside a
+    ``checkpoints/`` folder or a ``metrics.json``."""
+    path = Path(path)
+    return (path / "config.yaml").is_file() and (
+        (path / "checkpoints").is_dir() or (path / "metrics.json").is_file()
+    )
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """``path`` is ``folder`` or lies under it (both resolved)."""
+    return path == folder or folder in path.parents
+
+
+def _describe(path: Path) -> str:
+    if path.is_dir():
+        return f"the run {path}" if is_run_folder(path) else f"the input folder {path}"
+    return f"the input file {path}"
+
+
+def _run_clash(out: Path, run: Path, owns_run: bool) -> str | None:
+    """What ``out`` (resolved) would overwrite in the run folder ``run``, or None."""
+    if out == run and not owns_run:
+        return f"is the run folder {run} itself, whose files it would overwrite"
+    for name in RUN_FOLDERS:
+        if _inside(out, run / name):
+            return f"lies in {run / name}, which holds the run's {name}"
+    for name in RUN_FILES:
+        if out == run / name:
+            return f"is the run's own {name} ({run / name})"
+    return None
+
+
+def check_output(
+    out: str | Path,
+    inputs: Iterable[str | Path | None] = (),
+    what: str = "--out",
+    owns_run: bool = False,
+) -> Path:
+    """Refuse an output path that would overwrite what a command reads or a run owns.
+
+    Paths are compared with symlinks resolved. ``out`` is refused when it
+
+    - is one of ``inputs``, lies inside one (a dataset folder, a file), or contains one;
+      inside an input *run* folder is allowed (``RUN/explain``), except as below;
+    - is a run folder (unless ``owns_run``: ``latentcam train`` writes its own run), or
+      lies in a run's ``checkpoints/`` or ``logs/``, or is its ``config.yaml`` or
+      ``metrics.json``: for every run folder ``out`` lies in, input or not.
+
+    Args:
+        out: the file or folder the command will write.
+        inputs: the paths it reads (run folders, checkpoints, dataset folders, files);
+            None and ``"synth"`` (the built-in faces, not a path) are skipped.
+        what: how the message names ``out`` (the flag).
+        owns_run: ``out`` may be a run folder (training into it).
+
+    Returns:
+        ``out`` as a Path (not resolved).
+
+    Raises:
+        InputError: one line naming what would be overwritten and what to do.
+    """
+    out = Path(out).expanduser()
+    target = Path(os.path.realpath(out))
+    for folder in (target, *target.parents):
+        if is_run_folder(folder):
+            clash = _run_clash(target, folder, owns_run)
+            if clash:
+                raise InputError(
+                    f"{what} {out} {clash}; write outside the run's checkpoints/, logs/, "
+                    f"config.yaml and metrics.json, e.g. into a new folder {folder / 'outputs'}"
+                )
+    for given in inputs:
+        if given is None or str(given) == "synth":
+            continue
+        source = Path(os.path.realpath(Path(given).expanduser()))
+        if not source.exists():
+            continue
+        run_input = source.is_dir() and is_run_folder(source)
+        if target == source:
+            raise InputError(
+                f"{what} {out} is {_describe(source)} that this command reads and would "
+                "overwrite it; choose another path"
+            )
+        if source in target.parents and not run_input:
+            raise InputError(
+                f"{what} {out} lies inside {_describe(source)} that this command reads, and "
+                "would add files to it; choose a path outside it"
+            )
+        if target in source.parents:
+            raise InputError(
+                f"{what} {out} contains {_describe(source)} that this command reads, which it "
+                "could overwrite; choose a folder that holds none of the inputs"
+            )
+    return out
 
 
 def ensure_dir(path: str | Path, what: str = "--out") -> Path:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from latentcam.errors import DataError, InputError
+from latentcam.io import check_output
 from latentcam.training.checkpoint import LoadedRun, check_image_size, load_run
 
 
@@ -102,6 +103,25 @@ def open_run_data(
         data_path=path,
         split=split,
     )
+
+
+def check_run_output(
+    out: str | Path,
+    run: LoadedRun,
+    data: str | Path | None = None,
+    *more: str | Path | None,
+    what: str = "--out",
+) -> Path:
+    """:func:`latentcam.io.check_output` for a command that reads ``run`` and ``data`` (default:
+    the run's own dataset) and the files ``more``: refuses an ``out`` that would overwrite any
+    of them or the files of a run. Returns ``out`` as a Path.
+
+    Raises:
+        InputError: ``out`` is, lies inside or contains an input, or hits a run's own files.
+    """
+    location = run.run_dir if run.run_dir is not None else run.checkpoint_path
+    source = data if data is not None else run.config.data.path
+    return check_output(out, [location, run.checkpoint_path, source, *more], what=what)
 
 
 class Latents(NamedTuple):

@@ -96,7 +96,10 @@ def _synth(args: argparse.Namespace) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     from latentcam.data.info import describe, format_info
+    from latentcam.io import check_output
 
+    if args.cache_dir:
+        check_output(args.cache_dir, [args.path], what="--cache-dir")
     info = describe(
         args.path,
         args.size,

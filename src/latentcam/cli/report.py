@@ -19,7 +19,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     rep.add_argument("run", metavar="RUN", help="run folder or checkpoint (.ckpt)")
-    rep.add_argument("--out", required=True, help="output folder (DIR/index.html)")
+    rep.add_argument(
+        "--out",
+        help="output folder (DIR/index.html); default RUN/report, a folder of its own inside "
+        "the run (never the run's checkpoints, config.yaml or metrics.json)",
+    )
     rep.add_argument("--data", help="dataset (default: the run's own)")
     rep.add_argument(
         "--n", type=int, default=6, help="images in the figures (default: %(default)s)"

@@ -225,10 +225,12 @@ def run_sample(args: argparse.Namespace) -> int:
     from latentcam.generate import sample
     from latentcam.io import ensure_dir
     from latentcam.report.figures import make_grid, save_png
+    from latentcam.runs import check_run_output
     from latentcam.training.checkpoint import load_run
 
     attrs = _assignments(args.set, "--set")
     run = load_run(args.run)
+    check_run_output(args.out, run, None, args.z)
     if args.z:
         return _decode_saved_z(args, run)
     if attrs and run.config.model.kind != "cvae":
@@ -292,10 +294,13 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     from latentcam.io import ensure_dir
     from latentcam.models.segvae import predicted_labels
     from latentcam.report.figures import make_grid, save_png
-    from latentcam.runs import open_run_data
+    from latentcam.runs import check_run_output, open_run_data
+    from latentcam.training.checkpoint import load_run
     from latentcam.training.module import seg_target_is_binary
 
-    batch = open_run_data(args.run, args.data, n=args.n, split=args.split)
+    run = load_run(args.run)
+    check_run_output(args.out, run, args.data)
+    batch = open_run_data(run, args.data, n=args.n, split=args.split)
     cfg, model = batch.run.config, batch.run.model
     rows = [batch.images]
     if cfg.model.kind != "segvae" or cfg.model.seg_recon_image:

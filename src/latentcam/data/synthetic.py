@@ -54,7 +54,7 @@ from latentcam.data.classes import (
     REGIONS,
 )
 from latentcam.errors import InputError
-from latentcam.io import ensure_dir, write_json
+from latentcam.io import check_output, ensure_dir, write_json
 
 log = logging.getLogger(__name__)
 
@@ -357,7 +357,7 @@ def write_synthetic(out: str | Path, n: int, size: int, seed: int, progress: boo
     Raises:
         InputError: ``out`` exists and is not an empty folder, or n / size / seed are invalid.
     """
-    out = Path(out)
+    out = check_output(out)
     _check_int("n", n, 1)
     _check_size(size)
     _check_int("seed", seed, 0)

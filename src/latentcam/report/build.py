@@ -32,7 +32,8 @@ from latentcam.models.segvae import predicted_labels
 from latentcam.report import plots
 from latentcam.report.figures import figure_png_bytes, overlay, panel_grid, to_uint8_hwc
 from latentcam.report.html import Report
-from latentcam.runs import RunData, open_run_data
+from latentcam.runs import RunData, check_run_output, open_run_data
+from latentcam.training.checkpoint import LoadedRun, load_run
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,18 @@ def _heat(images: torch.Tensor, maps: torch.Tensor) -> list[np.ndarray]:
     return list(overlay(images, maps.cpu()))
 
 
+def default_report_folder(run: LoadedRun) -> Path:
+    """Where ``latentcam report RUN`` writes without ``--out``: ``RUN/report``, a folder of
+    its own inside the run (never the run's own files); for a checkpoint outside a run
+    folder, ``NAME-report`` beside the ``NAME.ckpt`` file."""
+    if run.run_dir is not None:
+        return run.run_dir / "report"
+    return run.checkpoint_path.with_name(f"{run.checkpoint_path.stem}-report")
+
+
 def build_report(
-    run: str | Path,
-    out: str | Path,
+    run: str | Path | LoadedRun,
+    out: str | Path | None = None,
     data: str | Path | None = None,
     n: int = 6,
     eval_n: int = 128,
@@ -63,8 +73,10 @@ def build_report(
     """Compute the figures and metrics of a run and write ``out/index.html``.
 
     Args:
-        run: run folder or checkpoint.
-        out: output folder (created; only files under it are written).
+        run: run folder, checkpoint, or a loaded run.
+        out: output folder (created; only files under it are written); default
+            :func:`default_report_folder`. One that is, holds or lies in an input, or
+            lands on a run's own files, is refused (:func:`latentcam.runs.check_run_output`).
         data: dataset to explain on (default: the run's own).
         n: images shown in the figures.
         eval_n: images the metrics are computed on.
@@ -80,7 +92,9 @@ def build_report(
     for name, value in (("n", n), ("eval_n", eval_n)):
         if value < 1:
             raise InputError(f"{name} must be at least 1, got {value}")
-    batch = open_run_data(run, data, n=max(n, eval_n), progress=progress)
+    loaded = run if isinstance(run, LoadedRun) else load_run(run)
+    out = check_run_output(default_report_folder(loaded) if out is None else out, loaded, data)
+    batch = open_run_data(loaded, data, n=max(n, eval_n), progress=progress)
     out = ensure_dir(out)
     cfg = batch.run.config
     model = batch.run.model

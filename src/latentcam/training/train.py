@@ -45,7 +45,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 
 from latentcam.config import RunConfig, to_dict, to_yaml
 from latentcam.errors import CheckpointError, ConfigError, InputError
-from latentcam.io import atomic_write, ensure_dir, write_json
+from latentcam.io import atomic_write, check_output, ensure_dir, write_json
 from latentcam.training.callbacks import (
     AtomicCheckpointIO,
     StopAtMaxSteps,
@@ -279,7 +279,7 @@ def train(
             "the run has no end: set train.epochs, train.max_steps or train.max_minutes > 0"
         )
     seg_target_is_binary(cfg)  # config consistency, before any work
-    run_dir = Path(out)
+    run_dir = check_output(out, [cfg.data.path], what="--out", owns_run=True)
     ckpt_path = resolve_resume(resume, run_dir) if resume is not None else None
     start_step = _check_resumable(cfg, ckpt_path) if ckpt_path is not None else 0
     datamodule = FaceDataModule(cfg, progress=progress)

@@ -1,11 +1,17 @@
+import errno
 import json
+import os
 import re
+import shutil
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
-from latentcam.errors import InputError
-from latentcam.io import atomic_write, check_output, ensure_dir, write_json
+from latentcam import io as io_module
+from latentcam.errors import InputError, OutputError
+from latentcam.io import atomic_write, check_free_space, check_output, ensure_dir, write_json
 
 
 def test_atomic_write_leaves_old_file_on_error(tmp_path: Path) -> None:
@@ -99,3 +105,67 @@ def test_check_output_resolves_symlinks(tmp_path: Path) -> None:
         check_output(tmp_path / "data-link", [data])
     with pytest.raises(InputError, match="lies inside"):
         check_output(data / "x", [tmp_path / "data-link"])
+
+
+# ----------------------------------------------------------------------------- write errors
+
+WRITE_ERRNOS = [errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT]
+
+
+def _raise(code: int) -> Any:
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(code, os.strerror(code))
+
+    return fail
+
+
+@pytest.mark.parametrize("code", WRITE_ERRNOS)
+def test_a_failed_rename_is_one_line_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    target = tmp_path / "out.json"
+    write_json(target, {"a": 1})
+    monkeypatch.setattr(io_module.os, "replace", _raise(code))
+    with pytest.raises(OutputError, match=f"cannot write {re.escape(str(target))}: ") as caught:
+        write_json(target, {"a": 2})
+    assert "\n" not in str(caught.value)
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]  # the temp is removed
+
+
+@pytest.mark.parametrize("code", WRITE_ERRNOS)
+def test_a_failed_open_or_write_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    monkeypatch.setattr(io_module, "open", _raise(code), raising=False)
+    with pytest.raises(OutputError, match=r"cannot write .*out\.txt: "):
+        with atomic_write(tmp_path / "out.txt") as fh:
+            fh.write("x")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_other_os_errors_are_not_disguised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(io_module.os, "replace", _raise(errno.EIO))
+    with pytest.raises(OSError) as caught:
+        write_json(tmp_path / "x.json", {})
+    assert not isinstance(caught.value, OutputError) and caught.value.errno == errno.EIO
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_png_and_gif_writes_fail_cleanly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    from latentcam.report.figures import save_png
+
+    monkeypatch.setattr(Image.Image, "save", _raise(errno.ENOSPC))
+    with pytest.raises(OutputError, match=r"grid\.png: the disk is full"):
+        save_png(tmp_path / "grid.png", np.zeros((4, 4, 3), np.uint8))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_check_free_space(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    check_free_space(tmp_path, 1, "one byte", "never")
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(io_module.shutil, "disk_usage", lambda p: usage._replace(free=1500))
+    with pytest.raises(OutputError, match=r"the cache needs about 2\.0 KB in .*, but only 1\.5 KB"):
+        check_free_space(tmp_path / "not" / "yet", 2000, "the cache", "free some")

@@ -13,14 +13,16 @@ land on the files a training run owns (``checkpoints/``, ``logs/``, ``config.yam
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from latentcam.errors import InputError
+from latentcam.errors import InputError, OutputError
 
 
 def _default_mode() -> int:
@@ -152,27 +154,113 @@ def ensure_dir(path: str | Path, what: str = "--out") -> Path:
     return path
 
 
+#: errno values of a write that cannot succeed here, and what the message says of each.
+WRITE_ERRORS: dict[int, str] = {
+    errno.ENOSPC: "the disk is full; free some space or write elsewhere",
+    errno.EDQUOT: "the disk quota is used up; free some space or write elsewhere",
+    errno.EROFS: "the file system is read-only; write elsewhere",
+    errno.EACCES: "permission denied; write to a folder of your own",
+    errno.EPERM: "operation not permitted; write to a folder of your own",
+    errno.EFBIG: "the file is too large for this file system; write elsewhere",
+}
+
+
+def write_error(err: OSError, path: str | Path) -> OutputError | OSError:
+    """The one-line :class:`OutputError` for an ``OSError`` raised while writing ``path``
+    (the error's own file name is named when it has one); ``err`` itself when its errno
+    is not one of :data:`WRITE_ERRORS` (a bug, not a place that cannot be written)."""
+    if err.errno not in WRITE_ERRORS:
+        return err
+    where = err.filename if err.filename else path
+    return OutputError(f"cannot write {where}: {WRITE_ERRORS[err.errno]}")
+
+
+@contextlib.contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Turn the :data:`WRITE_ERRORS` of the block into :class:`OutputError` naming ``path``."""
+    try:
+        yield
+    except OSError as err:
+        raise write_error(err, path) from None
+
+
+def format_bytes(n: float) -> str:
+    """``1536`` -> ``"1.5 KB"`` (powers of 1000, as disk sizes are quoted)."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def check_free_space(folder: str | Path, needed: int, what: str, fix: str) -> None:
+    """Refuse to start a write of ``needed`` bytes into ``folder`` when the disk has less
+    free space (a memory-mapped file on a full disk dies of SIGBUS, with no message).
+
+    Raises:
+        OutputError: less than ``needed`` bytes free; the message says ``what`` needed
+            them, how much is free, and ``fix``.
+    """
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if needed > free:
+        raise OutputError(
+            f"{what} needs about {format_bytes(needed)} in {folder}, but only "
+            f"{format_bytes(free)} is free there; {fix}"
+        )
+
+
+def reserve(path: str | Path, nbytes: int) -> None:
+    """Allocate ``nbytes`` of disk for the file ``path`` now (``posix_fallocate``), so that a
+    memory map of it can never run out of space half-way (SIGBUS); a file system that
+    cannot preallocate is left as it is.
+
+    Raises:
+        OutputError: the disk has no room for the file.
+    """
+    if not hasattr(os, "posix_fallocate") or nbytes <= 0:
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+    except OSError as err:
+        if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise write_error(err, path) from None
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it over ``target`` on success.
 
     On error the temporary file is removed and ``target`` is left as it was.
+
+    Raises:
+        OutputError: the file cannot be written (a full or read-only disk, no permission:
+            :data:`WRITE_ERRORS`), raised in the block or by the rename.
     """
     target = Path(target)
     if target.is_dir():
         raise InputError(f"cannot write the file {target}: a folder of that name exists")
     ensure_dir(target.parent, what="output")
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=(suffix or target.suffix) + ".tmp", dir=target.parent
-    )
+    with writing(target):
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=(suffix or target.suffix) + ".tmp", dir=target.parent
+        )
     os.close(fd)
     tmp = Path(tmp_name)
-    os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; results are meant to be shared
     try:
+        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; results are meant to be shared
         yield tmp
         os.replace(tmp, target)
+    except OSError as err:
+        raise write_error(err, target) from None
     finally:
-        if tmp.exists():
+        with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
 
 

@@ -44,7 +44,14 @@ from latentcam.data import imageio
 from latentcam.data.imageio import BadFile, DecodedItem, Record, Skipped
 from latentcam.data.layouts import Listing, SourceIndex
 from latentcam.errors import DataError
-from latentcam.io import ensure_dir, write_json
+from latentcam.io import (
+    check_free_space,
+    ensure_dir,
+    reserve,
+    write_error,
+    write_json,
+    writing,
+)
 
 try:
     import fcntl
@@ -101,7 +108,9 @@ def cache_lock(target: Path) -> Iterator[None]:
     """
     ensure_dir(target.parent, what="cache")
     lock_path = target.parent / f".{target.name}.lock"
-    with open(lock_path, "a") as handle:
+    with writing(lock_path):
+        handle = open(lock_path, "a")
+    with handle:
         if fcntl is not None:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
@@ -157,13 +166,31 @@ def _decode_all(
         executor.shutdown(wait=True, cancel_futures=True)
 
 
+def _open_array(path: Path, dtype: Any, shape: tuple[int, ...]) -> np.memmap:
+    """A new .npy memory-mapped for writing, its disk space allocated first: a map of a file
+    on a full disk would die of SIGBUS on the first page that finds no room.
+
+    Raises:
+        OutputError: the disk has no room for the array.
+    """
+    needed = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    check_free_space(
+        path.parent,
+        needed,
+        f"the cache file {path.name}",
+        "free some space, or put the cache elsewhere (data.cache_dir, --cache-dir or "
+        f"${CACHE_ENV})",
+    )
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    reserve(path, os.path.getsize(path))
+    return array
+
+
 def _compact(path: Path, rows: int) -> None:
     """Shrink the .npy at ``path`` to its first ``rows`` rows (streamed, memory-bounded)."""
     source = np.load(path, mmap_mode="r")
     short = path.with_suffix(".part.npy")
-    target = np.lib.format.open_memmap(
-        short, mode="w+", dtype=source.dtype, shape=(rows, *source.shape[1:])
-    )
+    target = _open_array(short, source.dtype, (rows, *source.shape[1:]))
     for start in range(0, rows, 1024):
         target[start : start + 1024] = source[start : min(rows, start + 1024)]
     target.flush()
@@ -202,19 +229,24 @@ def build_cache(
     ensure_dir(folder.parent, what="cache")
     for stale in folder.parent.glob(f".tmp-{folder.name}-*"):  # left by a killed build
         shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=folder.parent))
+    pixels = total * size * size
+    check_free_space(
+        folder.parent,
+        pixels * (4 if index.has_parts else 3),
+        f"the cache of {index.root} ({total} items at {size} px)",
+        "free some space, or put the cache elsewhere (data.cache_dir, --cache-dir or "
+        f"${CACHE_ENV})",
+    )
+    with writing(folder.parent):
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=folder.parent))
     log.debug(
         "building cache %s from %s (%d items, %d workers)", folder, index.root, total, workers
     )
     try:
-        images = np.lib.format.open_memmap(
-            tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(total, size, size, 3)
-        )
+        images = _open_array(tmp / "images.npy", np.uint8, (total, size, size, 3))
         parts = None
         if index.has_parts:
-            parts = np.lib.format.open_memmap(
-                tmp / "parts.npy", mode="w+", dtype=np.uint8, shape=(total, size, size)
-            )
+            parts = _open_array(tmp / "parts.npy", np.uint8, (total, size, size))
         kept: list[int] = []
         skipped: list[Skipped] = list(index.skipped)
         native_sizes: Counter[str] = Counter()
@@ -275,8 +307,10 @@ def build_cache(
         write_json(tmp / "meta.json", meta)
         os.chmod(tmp, 0o755)  # mkdtemp made it private; a cache may be shared
         os.rename(tmp, folder)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError):  # a full or read-only disk: one line, no traceback
+            raise write_error(err, folder) from None
         raise
     log.info(
         "cached %d images of %s at %d px in %.1f s (%s)",

@@ -45,7 +45,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 
 from latentcam.config import RunConfig, to_dict, to_yaml
 from latentcam.errors import CheckpointError, ConfigError, InputError
-from latentcam.io import atomic_write, check_output, ensure_dir, write_json
+from latentcam.io import atomic_write, check_output, ensure_dir, write_json, writing
 from latentcam.training.callbacks import (
     AtomicCheckpointIO,
     StopAtMaxSteps,
@@ -272,6 +272,8 @@ def train(
         ConfigError: the run has no bound, or an invalid device/strategy/precision setting.
         TrainingDivergedError: the loss became NaN/Inf (the last good checkpoint is kept).
         DataError: the data cannot be read or lacks the labels the model needs.
+        OutputError: a checkpoint, log or the metrics cannot be written (a full or
+            read-only disk); the last complete checkpoint is kept.
     """
     tcfg = cfg.train
     if tcfg.epochs <= 0 and tcfg.max_steps <= 0 and tcfg.max_minutes <= 0:
@@ -295,7 +297,8 @@ def train(
     module = LatentcamModule(cfg)
     trainer = _build_trainer(cfg, run_dir, progress)
 
-    with _quiet_expected_warnings():
+    # a full or read-only disk under a checkpoint save or Lightning's own logs: one line
+    with _quiet_expected_warnings(), writing(run_dir):
         started = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         train_seconds = time.perf_counter() - started

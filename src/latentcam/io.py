@@ -4,6 +4,13 @@ Every file latentcam writes goes through :func:`atomic_write` (or :func:`atomic_
 the bytes land in a temporary file in the same folder, which is renamed over the target
 only once complete, so an interrupted run never leaves a truncated PNG, NPZ, JSON or cache.
 
+Temporary files and folders are named ``.NAME.<pid>.<random>[.ext].tmp`` after their
+target and the writer's process id (:func:`temp_name`). A writer killed outright (SIGKILL,
+a lost machine) cannot clean up, so the next writer in the same folder does it:
+:func:`remove_stale_temps` deletes the temporaries whose process is gone and that have not
+changed for :data:`STALE_AFTER_S` seconds. :func:`atomic_path` sweeps each folder it writes
+to once per process; ``synth``, the cache and ``report`` sweep the folder they build in.
+
 Before a command writes anything, :func:`check_output` compares its output path with the
 paths it reads: an output that is, lies inside or contains one of its inputs, or that would
 land on the files a training run owns (``checkpoints/``, ``logs/``, ``config.yaml``,
@@ -15,14 +22,20 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
+import re
+import secrets
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from latentcam.errors import InputError, OutputError
+
+log = logging.getLogger(__name__)
 
 
 def _default_mode() -> int:
@@ -233,11 +246,121 @@ def reserve(path: str | Path, nbytes: int) -> None:
         os.close(fd)
 
 
+#: A temporary left by a dead writer is removed once unchanged for this many seconds (a pid
+#: can be reused, and a file system shared between machines holds other machines' pids).
+STALE_AFTER_S = 10.0
+#: ``.NAME.<pid>.<8 random characters>[.ext ...].tmp``: what :func:`temp_name` and
+#: :func:`atomic_path` (through ``mkstemp``) make.
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[a-z0-9_]{8}(\.[^.]+)*\.tmp$")
+_swept: set[str] = set()
+
+
+def temp_name(name: str, suffix: str = "") -> str:
+    """``.NAME.<pid>.<random><suffix>.tmp``: a hidden temporary name beside ``NAME`` that
+    says which process writes it."""
+    return f".{name}.{os.getpid()}.{secrets.token_hex(4)}{suffix}.tmp"
+
+
+def make_temp_dir(parent: str | Path, name: str) -> Path:
+    """Create a temporary folder :func:`temp_name` ``(name)`` in ``parent``, with the mode a
+    plain ``mkdir`` gives (``mkdtemp``'s would be private, ignoring the umask).
+
+    Raises:
+        OutputError: ``parent`` cannot be written (:data:`WRITE_ERRORS`).
+    """
+    tmp = Path(parent) / temp_name(name)
+    with writing(tmp):
+        tmp.mkdir()
+    return tmp
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: alive, another user's
+        return True
+    return True
+
+
+def _last_change(path: Path) -> float:
+    """Newest mtime of ``path`` and, for a folder, of its direct entries (a writer adds files
+    in sub-folders, which leaves the folder's own mtime old)."""
+    newest = path.lstat().st_mtime
+    if path.is_dir() and not path.is_symlink():
+        with os.scandir(path) as entries:
+            for entry in entries:
+                with contextlib.suppress(OSError):
+                    newest = max(newest, entry.stat(follow_symlinks=False).st_mtime)
+    return newest
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete the temporaries in ``folder`` left by dead writers: names made by
+    :func:`temp_name` (or :func:`atomic_path`) whose pid no longer runs, unchanged for
+    :data:`STALE_AFTER_S` seconds. Anything else is left alone.
+
+    Returns:
+        The paths removed.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    now = time.time()
+    for name in names:
+        match = _TEMP_RE.match(name)
+        if match is None or _pid_alive(int(match["pid"])):
+            continue
+        path = folder / name
+        try:
+            if now - _last_change(path) < STALE_AFTER_S:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except OSError as err:
+            log.debug("cannot remove stale temporary %s: %s", path, err)
+            continue
+        log.info("removed %s, left by an interrupted writer (pid %s)", path, match["pid"])
+        removed.append(path)
+    return removed
+
+
+def replace_folder(tmp: Path, target: Path) -> None:
+    """Move the finished folder ``tmp`` to ``target`` (same parent). An existing ``target``
+    (the caller has checked that it may go) is first renamed aside to a temporary name, and
+    removed once ``tmp`` is in place.
+
+    Raises:
+        OutputError: a rename fails on a full or read-only disk.
+    """
+    with writing(target):
+        try:
+            os.rename(tmp, target)  # a missing or empty target
+            return
+        except OSError as err:
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                raise
+        old = target.parent / temp_name(target.name, ".old")
+        os.rename(target, old)
+        os.rename(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it over ``target`` on success.
 
-    On error the temporary file is removed and ``target`` is left as it was.
+    On error the temporary file is removed and ``target`` is left as it was. The temporary
+    is named ``.NAME.<pid>.<random>.ext.tmp``; the first write of a process into a folder
+    removes the temporaries that dead writers left there (:func:`remove_stale_temps`).
 
     Raises:
         OutputError: the file cannot be written (a full or read-only disk, no permission:
@@ -247,9 +370,15 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     if target.is_dir():
         raise InputError(f"cannot write the file {target}: a folder of that name exists")
     ensure_dir(target.parent, what="output")
+    folder = os.path.realpath(target.parent)
+    if folder not in _swept:  # once per folder and process
+        _swept.add(folder)
+        remove_stale_temps(folder)
     with writing(target):
         fd, tmp_name = tempfile.mkstemp(
-            prefix=f".{target.name}.", suffix=(suffix or target.suffix) + ".tmp", dir=target.parent
+            prefix=f".{target.name}.{os.getpid()}.",
+            suffix=(suffix or target.suffix) + ".tmp",
+            dir=target.parent,
         )
     os.close(fd)
     tmp = Path(tmp_name)

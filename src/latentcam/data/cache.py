@@ -15,7 +15,9 @@ name carries a hash of the absolute source path, layout, size, ``skip_bad`` and 
 fingerprint (file count, total bytes, newest mtime, digest of the names), so a changed
 dataset gets a new cache and later runs reuse an unchanged one. A build streams items into
 memory-mapped files inside a temporary sibling folder (memory stays bounded for the 30,000
-CelebAMask-HQ images) and renames it at the end: an interrupted build leaves no cache.
+CelebAMask-HQ images) and renames it at the end: an interrupted build leaves no cache, and
+the next build removes the folder of a killed one (``.NAME.<pid>.<random>.tmp``, see
+:func:`latentcam.io.remove_stale_temps`).
 A lock file serialises concurrent builds (e.g. the ranks of a DDP job).
 """
 
@@ -29,7 +31,6 @@ import multiprocessing
 import os
 import re
 import shutil
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Generator, Iterator, Sequence
@@ -47,6 +48,8 @@ from latentcam.errors import DataError
 from latentcam.io import (
     check_free_space,
     ensure_dir,
+    make_temp_dir,
+    remove_stale_temps,
     reserve,
     write_error,
     write_json,
@@ -227,8 +230,9 @@ def build_cache(
     total = len(records)
     workers = _auto_workers(total) if workers is None else workers
     ensure_dir(folder.parent, what="cache")
-    for stale in folder.parent.glob(f".tmp-{folder.name}-*"):  # left by a killed build
+    for stale in folder.parent.glob(f".tmp-{folder.name}-*"):  # older versions' temp names
         shutil.rmtree(stale, ignore_errors=True)
+    remove_stale_temps(folder.parent)  # builds (and synthetic renders) of killed processes
     pixels = total * size * size
     check_free_space(
         folder.parent,
@@ -237,8 +241,7 @@ def build_cache(
         "free some space, or put the cache elsewhere (data.cache_dir, --cache-dir or "
         f"${CACHE_ENV})",
     )
-    with writing(folder.parent):
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=folder.parent))
+    tmp = make_temp_dir(folder.parent, folder.name)
     log.debug(
         "building cache %s from %s (%d items, %d workers)", folder, index.root, total, workers
     )
@@ -305,7 +308,6 @@ def build_cache(
             "build_seconds": round(time.perf_counter() - started, 3),
         }
         write_json(tmp / "meta.json", meta)
-        os.chmod(tmp, 0o755)  # mkdtemp made it private; a cache may be shared
         os.rename(tmp, folder)
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)

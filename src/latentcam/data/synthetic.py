@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,7 +53,15 @@ from latentcam.data.classes import (
     REGIONS,
 )
 from latentcam.errors import InputError
-from latentcam.io import check_free_space, check_output, ensure_dir, write_error, write_json
+from latentcam.io import (
+    check_free_space,
+    check_output,
+    ensure_dir,
+    make_temp_dir,
+    remove_stale_temps,
+    write_error,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -358,7 +365,9 @@ def write_synthetic(out: str | Path, n: int, size: int, seed: int, progress: boo
 
     The same arguments give byte-identical files. Everything is written into a temporary
     sibling folder that is renamed to ``out`` at the end, so an interrupted run leaves
-    nothing half-written (which is why the files inside are written directly).
+    nothing half-written (which is why the files inside are written directly); the folder
+    is named after the process (``.OUT.<pid>.<random>.tmp``) and the next run removes one
+    whose process was killed (:func:`latentcam.io.remove_stale_temps`).
 
     Raises:
         InputError: ``out`` exists and is not an empty folder, or n / size / seed are invalid.
@@ -382,9 +391,9 @@ def write_synthetic(out: str | Path, n: int, size: int, seed: int, progress: boo
         f"{n} synthetic faces at {size} px",
         "free some space, write elsewhere, or render fewer faces (--n)",
     )
-    tmp = out.parent / f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    remove_stale_temps(out.parent)  # the folders of killed runs
+    tmp = make_temp_dir(out.parent, out.name)
     try:
-        tmp.mkdir()  # (not mkdtemp: its folder would be private, ignoring the umask)
         _write_layout(tmp, n, size, seed, progress)
         os.replace(tmp, out)  # replaces an empty folder too (POSIX rename)
     except OSError as err:

@@ -20,6 +20,8 @@ from PIL import Image
 
 from latentcam import io as io_module
 from latentcam.cli import main
+from latentcam.data.synthetic import write_synthetic
+from latentcam.errors import OutputError
 
 
 def _raise(code: int) -> Any:
@@ -136,7 +138,9 @@ def test_synth_checks_free_space_first(
     monkeypatch.setattr(io_module.shutil, "disk_usage", lambda p: usage._replace(free=10**6))
     assert main(["synth", "--out", str(tmp_path / "faces"), "--n", "1000", "--size", "64"]) == 2
     line = one_error_line(capsys, "synth")
-    assert "1000 synthetic faces at 64 px needs about 63.0 MB" in line and "1.0 MB is free" in line
+    assert "1000 faces at 64 px need about 63.0 MB on disk" in line and "only 1.0 MB" in line
+    with pytest.raises(OutputError, match="1000 synthetic faces at 64 px needs about 63.0 MB"):
+        write_synthetic(tmp_path / "faces", 1000, 64, 0, progress=False)  # the API checks too
     assert list(tmp_path.iterdir()) == []
 
 

@@ -51,7 +51,12 @@ from latentcam.training.callbacks import (
     StopAtMaxSteps,
     WarmupEMAWeightAveraging,
 )
-from latentcam.training.checkpoint import config_of, read_checkpoint, resolve_resume
+from latentcam.training.checkpoint import (
+    check_finite_weights,
+    config_of,
+    read_checkpoint,
+    resolve_resume,
+)
 from latentcam.training.datamodule import FaceDataModule
 from latentcam.training.module import ACTIVE_KL_THRESHOLD, LatentcamModule, seg_target_is_binary
 
@@ -113,6 +118,7 @@ def is_launching_process() -> bool:
 def _check_resumable(cfg: RunConfig, ckpt_path: Path) -> int:
     """The checkpoint's global step; its model must be the one ``cfg`` describes."""
     checkpoint = read_checkpoint(ckpt_path)
+    check_finite_weights(checkpoint)
     saved = to_dict(config_of(checkpoint))["model"]
     wanted = to_dict(cfg)["model"]
     diff = [

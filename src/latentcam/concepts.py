@@ -72,7 +72,7 @@ from latentcam.explain.layers import (
     pick_best,
 )
 from latentcam.explain.traversal import effect_maps
-from latentcam.runs import Latents, encode_run_data
+from latentcam.runs import Latents, check_run_output, encode_run_data
 from latentcam.training.checkpoint import LoadedRun, load_run
 
 log = logging.getLogger(__name__)
@@ -765,8 +765,10 @@ def directions_run(
     from latentcam.report.figures import save_figure
     from latentcam.report.plots import direction_ranking
 
+    loaded = load_run(run)
+    check_run_output(out, loaded, data, with_images, without_images, vectors)
     found = find_directions(
-        load_run(run),
+        loaded,
         data,
         kinds,
         names=names,

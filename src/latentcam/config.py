@@ -8,8 +8,9 @@ which therefore describes itself.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +222,75 @@ _POSITIVE = (
 )
 
 
+#: The largest seed torch, NumPy and Python all accept.
+SEED_MAX = 2**32 - 1
+
+#: Numeric keys and their allowed range ``(low, high, what the ends mean)``, both ends
+#: included (None: unbounded). Every float key must also be finite (NaN and infinity are
+#: refused). Keys in :data:`_POSITIVE` are > 0 besides.
+_RANGES: dict[str, tuple[float | None, float | None, str]] = {
+    "model.head_hidden": (1, None, ""),
+    "model.cond_dim": (1, None, ""),
+    "data.synth_seed": (0, SEED_MAX, ""),
+    "data.limit": (0, None, "0 = all"),
+    "train.epochs": (-1, None, "-1 or 0 = no epoch limit"),
+    "train.max_steps": (-1, None, "-1 = no step limit"),
+    "train.max_minutes": (0, 10**7, "0 = no time limit"),
+    "train.weight_decay": (0, None, ""),
+    "train.beta": (0, None, ""),
+    "train.kl_warmup_steps": (0, None, "0 = off"),
+    "train.seg_weight": (0, None, ""),
+    "train.recon_weight": (0, None, ""),
+    "train.grad_clip": (0, None, "0 = off"),
+    "train.seed": (0, SEED_MAX, ""),
+    "train.log_every_n_steps": (1, None, ""),
+    "train.attention_weight": (0, None, "0 = off"),
+    "train.attention_units": (1, None, ""),
+}
+
+
+#: The allowed values of float keys checked apart from :data:`_RANGES` (for the message).
+_FLOAT_HINTS = {
+    "train.lr": "> 0",
+    "train.val_check_interval": "> 0",
+    "train.ema_decay": "in [0, 1)",
+    "data.val_fraction": "in [0, 1)",
+    "data.test_fraction": "in [0, 1)",
+}
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _range_text(low: float | None, high: float | None, note: str) -> str:
+    if low is None:
+        text = f"<= {_num(high)}" if high is not None else "any number"
+    else:
+        text = f"from {_num(low)} to {_num(high)}" if high is not None else f">= {_num(low)}"
+    return f"{text} ({note})" if note else text
+
+
+def _check_numbers(cfg: RunConfig) -> None:
+    """NaN and infinity nowhere; every key of :data:`_RANGES` inside its range."""
+    for section in ("model", "data", "train"):
+        part = getattr(cfg, section)
+        for f in fields(part):
+            value = getattr(part, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                key = f"{section}.{f.name}"
+                allowed = _RANGES.get(key)
+                hint = f" {_range_text(*allowed)}" if allowed else ""
+                hint = f" {_FLOAT_HINTS[key]}" if key in _FLOAT_HINTS else hint
+                raise ConfigError(f"config key '{key}' must be a finite number{hint}, got {value}")
+    for key, (low, high, note) in _RANGES.items():
+        value = _get(cfg, key)
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise ConfigError(
+                f"config key '{key}' must be {_range_text(low, high, note)}, got {value}"
+            )
+
+
 def _get(cfg: RunConfig, dotted: str) -> Any:
     section, key = dotted.split(".")
     return getattr(getattr(cfg, section), key)
@@ -238,6 +308,7 @@ def validate(cfg: RunConfig) -> None:
         value = _get(cfg, key)
         if value <= 0:
             raise ConfigError(f"config key '{key}' must be positive, got {value}")
+    _check_numbers(cfg)
     if cfg.data.num_workers < -1:
         raise ConfigError(
             f"config key 'data.num_workers' must be -1 (auto) or >= 0, got {cfg.data.num_workers}"
@@ -257,8 +328,13 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("data.val_fraction and data.test_fraction must lie in [0, 1)")
     if cfg.data.val_fraction + cfg.data.test_fraction >= 1:
         raise ConfigError("data.val_fraction + data.test_fraction must leave images for training")
-    if cfg.train.beta < 0 or cfg.train.lr <= 0:
-        raise ConfigError("train.beta must be >= 0 and train.lr > 0")
+    if not cfg.train.lr > 0:
+        raise ConfigError(f"config key 'train.lr' must be > 0 (e.g. 1e-3), got {cfg.train.lr}")
+    if not cfg.train.val_check_interval > 0:
+        raise ConfigError(
+            "config key 'train.val_check_interval' must be > 0 (a fraction of an epoch), got "
+            f"{cfg.train.val_check_interval}"
+        )
     if not 0.0 <= cfg.train.ema_decay < 1.0:
         raise ConfigError(
             f"config key 'train.ema_decay' must lie in [0, 1) (0 = off, e.g. 0.99), "

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from latentcam.config import RunConfig, load_config
-from latentcam.io import ensure_dir
+from latentcam.io import check_output, ensure_dir
 from latentcam.report.html import Report
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def run_demo(
     from latentcam.report.build import build_report
     from latentcam.training.train import train
 
-    out = ensure_dir(out)
+    out = ensure_dir(check_output(out))
     started = time.perf_counter()
     summary: list[dict[str, Any]] = []
     for name, cfg in demo_configs(minutes, n_images).items():

@@ -30,5 +30,10 @@ class InputError(LatentcamError):
     """A tensor, index, layer name or argument passed to the API is invalid."""
 
 
+class OutputError(LatentcamError):
+    """A file cannot be written: the disk is full, read-only, or not ours to write; or the
+    free space a write needs is not there. Temporary files are removed first."""
+
+
 class TrainingDivergedError(LatentcamError):
     """The loss or the weights became NaN/Inf; the last good checkpoint is kept."""

@@ -125,8 +125,8 @@ from latentcam.explain.targets import SegClass
 from latentcam.explain.traversal import effect_maps
 from latentcam.io import ensure_dir, write_json
 from latentcam.models.segvae import predicted_labels
-from latentcam.runs import RunData, open_run_data
-from latentcam.training.checkpoint import LoadedRun
+from latentcam.runs import RunData, check_run_output, open_run_data
+from latentcam.training.checkpoint import LoadedRun, load_run
 from latentcam.training.losses import kl_per_unit
 
 log = logging.getLogger(__name__)
@@ -661,12 +661,13 @@ def evaluate_run(
 
     The arguments after ``data``/``out``/``n``/``split`` are those of :func:`evaluate`.
     """
+    loaded = run if isinstance(run, LoadedRun) else load_run(run)
     if out is not None:  # a bad output path fails before the long work
-        out = Path(out)
+        out = check_run_output(out, loaded, data)
         if out.is_dir():
             raise InputError(f"--out {out} is a folder; give the path of a .json file")
         ensure_dir(out.parent, what="--out parent")
-    batch = open_run_data(run, data, n=n, split=split, progress=progress)
+    batch = open_run_data(loaded, data, n=n, split=split, progress=progress)
     result = evaluate(
         batch,
         layers=layers,

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from latentcam.errors import DataError, InputError
+from latentcam.io import check_output
 from latentcam.training.checkpoint import LoadedRun, check_image_size, load_run
 
 
@@ -104,6 +105,25 @@ def open_run_data(
     )
 
 
+def check_run_output(
+    out: str | Path,
+    run: LoadedRun,
+    data: str | Path | None = None,
+    *more: str | Path | None,
+    what: str = "--out",
+) -> Path:
+    """:func:`latentcam.io.check_output` for a command that reads ``run`` and ``data`` (default:
+    the run's own dataset) and the files ``more``: refuses an ``out`` that would overwrite any
+    of them or the files of a run. Returns ``out`` as a Path.
+
+    Raises:
+        InputError: ``out`` is, lies inside or contains an input, or hits a run's own files.
+    """
+    location = run.run_dir if run.run_dir is not None else run.checkpoint_path
+    source = data if data is not None else run.config.data.path
+    return check_output(out, [location, run.checkpoint_path, source, *more], what=what)
+
+
 class Latents(NamedTuple):
     """The posterior means of a split of a run's data, with the labels they can be read
     against (for finding latent directions).
@@ -184,32 +204,53 @@ def encode_run_data(
     )
 
 
-def parse_units(text: str | None, num_units: int) -> list[int] | None:
-    """Parse ``"0,3,42"`` (or ``"0-9"`` ranges) into unit indices, checking the range."""
+def parse_unit_ranges(text: str | None) -> list[range] | None:
+    """Parse ``"0,3,42"`` (or ``"0-9"`` ranges) into ranges of unit indices, without expanding
+    them (``0-300000000`` costs nothing here); None for no choice (``None``, ``""``, ``auto``).
+
+    Raises:
+        InputError: a part that is not an index or a range, a negative index, or a range
+            whose end lies before its start.
+    """
     if text is None or text.strip() in ("", "auto"):
         return None
-    units: list[int] = []
+    ranges: list[range] = []
     for part in text.split(","):
         part = part.strip()
         try:
             if "-" in part[1:]:
-                lo, hi = part.split("-", 1)
-                units.extend(range(int(lo), int(hi) + 1))
+                lo, hi = (int(v) for v in part.split("-", 1))
             else:
-                units.append(int(part))
+                lo = hi = int(part)
         except ValueError:
             raise InputError(
                 f"--units: '{part}' is not a unit index or range (e.g. 0,3,42 or 0-9)"
             ) from None
-    negative = [u for u in units if u < 0]
-    if negative:
-        raise InputError(f"--units: unit {negative[0]} is negative; units are numbered from 0")
-    bad = [u for u in units if not 0 <= u < num_units]
-    if bad:
-        raise InputError(
-            f"--units: unit {bad[0]} is out of range; this model has units 0..{num_units - 1}"
-        )
-    return units
+        if lo < 0 or hi < 0:
+            raise InputError(f"--units: unit {min(lo, hi)} is negative; units are numbered from 0")
+        if hi < lo:
+            raise InputError(f"--units: range '{part}' ends before it starts; write {hi}-{lo}")
+        ranges.append(range(lo, hi + 1))
+    return ranges
+
+
+def parse_units(text: str | None, num_units: int) -> list[int] | None:
+    """Parse ``"0,3,42"`` (or ``"0-9"`` ranges) into unit indices of a model with
+    ``num_units`` units; each range is checked against the model before it is expanded.
+
+    Raises:
+        InputError: as :func:`parse_unit_ranges`, or a unit out of range.
+    """
+    ranges = parse_unit_ranges(text)
+    if ranges is None:
+        return None
+    for r in ranges:
+        if r[-1] >= num_units:
+            what = f"unit {r[0]}" if len(r) == 1 else f"range {r[0]}-{r[-1]}"
+            raise InputError(
+                f"--units: {what} is out of range; this model has units 0..{num_units - 1}"
+            )
+    return [u for r in ranges for u in r]
 
 
 def parse_floats(text: str | None, what: str) -> list[float] | None:

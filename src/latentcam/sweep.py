@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 from latentcam.config import RunConfig, load_config, to_dict
 from latentcam.errors import ConfigError, InputError
-from latentcam.io import atomic_write, ensure_dir, write_json
+from latentcam.io import atomic_write, check_output, ensure_dir, write_json
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def run_sweep(
     from latentcam.training.train import train
 
     _check_grid_budget(base)
-    out = ensure_dir(out)
+    out = ensure_dir(check_output(out, [base.data.path]))
     all_points = grid_points(grid, base)
     configs = {p: point_config(base, p) for p in all_points}  # validate every point first
     todo = all_points if points is None else all_points[points[0] :: points[1]]

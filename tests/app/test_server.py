@@ -242,5 +242,7 @@ def test_cli_bad_options_exit_2(runs: dict[str, Path], capsys: pytest.CaptureFix
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown layer 'encoder.block.2'" in err[0]
     assert "Did you mean: encoder.blocks.2" in err[0]
-    assert main(["app", str(runs["vae"]), "--gallery", "-1", "--port", "0"]) == 2
-    assert "--gallery must be 0 or more per-unit maps, got -1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # argparse checks the number
+        main(["app", str(runs["vae"]), "--gallery", "-1", "--port", "0"])
+    assert stop.value.code == 2
+    assert "--gallery: must be an integer >= 0, got -1" in capsys.readouterr().err

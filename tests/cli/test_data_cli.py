@@ -88,7 +88,9 @@ def test_bad_input_exits_2_with_one_line(
 
 def test_synth_rejects_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("latentcam.data.synthetic")
-    assert main(["synth", "--out", str(tmp_path / "x"), "--n", "0", "--size", "32"]) == 2
+    with pytest.raises(SystemExit) as stop:  # argparse checks the number
+        main(["synth", "--out", str(tmp_path / "x"), "--n", "0", "--size", "32"])
+    assert stop.value.code == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 

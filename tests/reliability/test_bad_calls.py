@@ -59,11 +59,13 @@ class Case(NamedTuple):
 #: checkpoint; {missing} a path that does not exist; {file} an existing text file.
 CASES: dict[str, list[Case]] = {
     "synth": [
-        Case("synth --out {out} --n 0 --size 32", "n must be an integer >= 1, got 0"),
-        Case("synth --out {out} --n -3 --size 32", "n must be an integer >= 1, got -3"),
-        Case("synth --out {out} --n 4 --size 0", "size must be between"),
-        Case("synth --out {out} --n 4 --size -32", "size must be between"),
-        Case("synth --out {out} --n many", "argument --n: invalid int value: 'many'"),
+        Case("synth --out {out} --n 0 --size 32", "argument --n: must be an integer >= 1, got 0"),
+        Case("synth --out {out} --n -3 --size 32", "must be an integer >= 1, got -3"),
+        Case(
+            "synth --out {out} --n 4 --size 0", "--size: must be an integer from 16 to 1024, got 0"
+        ),
+        Case("synth --out {out} --n 4 --size -32", "from 16 to 1024, got -32"),
+        Case("synth --out {out} --n many", "argument --n: must be an integer >= 1, got 'many'"),
         Case("synth --n 4", "the following arguments are required: --out"),
         Case("synth --out {blocked} --n 4 --size 32", "is a file"),
         Case("synth --out {file} --n 4 --size 32", "already exists and is not an empty folder"),
@@ -71,9 +73,9 @@ CASES: dict[str, list[Case]] = {
     "data": [
         Case("data info {missing}", "does not exist"),
         Case("data info {file}", "is a file"),
-        Case("data info {folder} --size 0", "image size must be an integer from 4 to 4096, got 0"),
+        Case("data info {folder} --size 0", "--size: must be an integer from 4 to 4096, got 0"),
         Case("data info {folder} --size -8", "got -8"),
-        Case("data info synth --synth-n 0", "n must be an integer >= 1, got 0"),
+        Case("data info synth --synth-n 0", "--synth-n: must be an integer >= 1, got 0"),
         Case("data info {folder} --cache-dir {blocked}", "/a-file/sub: Not a directory"),
         Case("data info", "the following arguments are required: PATH"),
     ],
@@ -108,7 +110,7 @@ CASES: dict[str, list[Case]] = {
         Case("sample {missing} --out {out}", "checkpoint not found"),
         Case("sample {corrupt} --out {out}", "truncated or corrupt"),
         Case("sample {folder} --out {out}", "no checkpoint in"),
-        Case("sample {vae} --out {out} --n 0", "number of samples must be >= 1, got 0"),
+        Case("sample {vae} --out {out} --n 0", "argument --n: must be an integer >= 1, got 0"),
         Case("sample {vae} --out {out} --n -2", "got -2"),
         Case("sample {vae} --out {out} --set Smiling=1", "--set needs a cvae run"),
         Case("sample {cvae} --out {out} --set Smilling=1", "did you mean Smiling"),
@@ -120,7 +122,7 @@ CASES: dict[str, list[Case]] = {
         Case("sample {vae} --out {blocked}", "/a-file/sub: Not a directory"),
     ],
     "reconstruct": [
-        Case("reconstruct {vae} --data synth --out {out} --n 0", "n must be at least 1, got 0"),
+        Case("reconstruct {vae} --data synth --out {out} --n 0", "--n: must be an integer >= 1"),
         Case("reconstruct {vae} --data {missing} --out {out}", "does not exist"),
         Case("reconstruct {segvae} --data {folder} --out {out}", "no part masks"),
         Case("reconstruct {cvae} --data {folder} --out {out}", "no attribute file"),
@@ -137,8 +139,8 @@ CASES: dict[str, list[Case]] = {
         Case(
             "explain {vae} --out {out} --layer decoder.nothing", "unknown layer 'decoder.nothing'"
         ),
-        Case("explain {vae} --out {out} --n 0", "n must be at least 1, got 0"),
-        Case("explain {vae} --out {out} --top 0", "top must be at least 1"),
+        Case("explain {vae} --out {out} --n 0", "--n: must be an integer >= 1, got 0"),
+        Case("explain {vae} --out {out} --top 0", "--top: must be an integer >= 1, got 0"),
         Case("explain {cvae} --data {folder} --out {out}", "no attribute file"),
         Case("explain {vae} --out {blocked}", "/a-file/sub: Not a directory"),
         Case("explain {vae} --out {out} --method gradcam+", "invalid choice: 'gradcam+'"),
@@ -150,7 +152,7 @@ CASES: dict[str, list[Case]] = {
         Case("traverse {vae} --out {out} --sigmas ,", "give at least one finite number"),
         Case("traverse {vae} --out {out} --deltas nan", "give at least one finite number"),
         Case("traverse {vae} --out {out} --layer encoder.blocks.7", "unknown layer"),
-        Case("traverse {vae} --out {out} --n 0", "n must be at least 1, got 0"),
+        Case("traverse {vae} --out {out} --n 0", "--n: must be an integer >= 1, got 0"),
         Case("traverse {cvae} --out {out} --attributes Smilling", "unknown attribute 'Smilling'"),
         Case(
             "traverse {vae} --out {out} --attributes Smiling",
@@ -161,25 +163,34 @@ CASES: dict[str, list[Case]] = {
     "app": [  # each fails before the server starts
         Case("app {missing}", "checkpoint not found"),
         Case("app {corrupt}", "truncated or corrupt"),
-        Case("app {vae} --top 0", "--top must be at least 1 slider, got 0"),
-        Case("app {vae} --gallery -1", "--gallery must be 0 or more per-unit maps, got -1"),
+        Case("app {vae} --top 0", "--top: must be an integer >= 1, got 0"),
+        Case("app {vae} --gallery -1", "--gallery: must be an integer >= 0, got -1"),
         Case("app {vae} --z {missing}", "--z file not found"),
         Case("app {vae} --z {file}", "is not a latent vector saved by latentcam app"),
         Case("app {vae} --layer encoder.blocks.9", "unknown layer"),
         Case("app {vae} --method cam", "invalid choice: 'cam'"),
     ],
+    "directions": [
+        Case("directions {vae} --out {out} --k 0", "--k: must be an integer >= 1, got 0"),
+        Case(
+            "directions {vae} --out {out} --max-images 1", "--max-images: must be an integer >= 2"
+        ),
+        Case("directions {vae} --out {out} --kind nope", "invalid choice: 'nope'"),
+        Case("directions {missing} --out {out}", "checkpoint not found"),
+        Case("directions {vae} --out {vae}", "is the run folder"),
+    ],
     "evaluate": [
         Case("evaluate {vae} --out {out}.json --layer encoder.blocks.9", "unknown layer"),
-        Case("evaluate {vae} --out {out}.json --n 0", "n must be at least 1, got 0"),
+        Case("evaluate {vae} --out {out}.json --n 0", "--n: must be an integer >= 1, got 0"),
         Case("evaluate {vae} --out {blocked}.json", "is a file"),
         Case("evaluate {vae} --out {tmp}", "is a folder"),
         Case("evaluate {vae} --out {out}.json --split dev", "invalid choice: 'dev'"),
         Case("evaluate {corrupt} --out {out}.json", "truncated or corrupt"),
     ],
     "report": [
-        Case("report {vae} --out {out} --n 0", "n must be at least 1, got 0"),
-        Case("report {vae} --out {out} --eval-n 0", "eval_n must be at least 1, got 0"),
-        Case("report {vae} --out {blocked}", "/a-file/sub: Not a directory"),
+        Case("report {vae} --out {out} --n 0", "--n: must be an integer >= 1, got 0"),
+        Case("report {vae} --out {out} --eval-n 0", "--eval-n: must be an integer >= 1, got 0"),
+        Case("report {vae} --out {blocked}", "/a-file is a file, not a folder"),
         Case("report {missing} --out {out}", "checkpoint not found"),
         Case("report {vae} --out {out} --method cam", "invalid choice: 'cam'"),
     ],
@@ -194,9 +205,12 @@ CASES: dict[str, list[Case]] = {
         Case("sweep --config tiny --out {out} --grid latent=4 model.nope=1", "model.nope"),
     ],
     "demo": [
-        Case("demo --out {out} --minutes 0", "--minutes must be > 0, got 0"),
-        Case("demo --out {out} --minutes -1", "--minutes must be > 0, got -1"),
-        Case("demo --out {out} --n 10", "--n must be at least 50 (faces to train on), got 10"),
+        Case("demo --out {out} --minutes 0", "--minutes: must be a finite number > 0 and <= 10080"),
+        Case("demo --out {out} --minutes -1", "got -1"),
+        Case(
+            "demo --out {out} --n 10",
+            "--n: must be an integer from 50 to 100000 (faces to train on)",
+        ),
         Case("demo --out {blocked} --minutes 0.01 --n 50", "/a-file/sub: Not a directory"),
     ],
 }

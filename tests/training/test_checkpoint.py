@@ -3,6 +3,9 @@ every bad file, atomic saves that never leave a truncated .ckpt or save NaN weig
 
 from __future__ import annotations
 
+import errno
+import os
+import re
 import shutil
 from pathlib import Path
 
@@ -11,7 +14,7 @@ import torch
 
 import latentcam
 from latentcam.config import load_config
-from latentcam.errors import CheckpointError, InputError
+from latentcam.errors import CheckpointError, InputError, OutputError
 from latentcam.models.registry import build_model
 from latentcam.training.callbacks import AtomicCheckpointIO, TrainingDivergedError
 from latentcam.training.checkpoint import (
@@ -150,6 +153,28 @@ def test_atomic_save_keeps_the_old_file_when_interrupted(
 
     AtomicCheckpointIO().save_checkpoint(checkpoint, tmp_path / "new.ckpt")
     assert load_run(tmp_path / "new.ckpt").global_step == checkpoint["global_step"]
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT])
+def test_a_save_on_a_full_disk_is_one_line_and_leaves_no_temp(
+    run: TrainResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    assert run.last_ckpt is not None
+    target = tmp_path / "last.ckpt"
+    shutil.copy(run.last_ckpt, target)
+    before = target.read_bytes()
+    checkpoint = torch.load(run.last_ckpt, weights_only=True)
+
+    def disk_full(obj: object, fh: object, *args: object, **kwargs: object) -> None:
+        fh.write(b"PK\x03\x04 half a checkpoint")  # type: ignore[attr-defined]
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OutputError, match=f"cannot write {re.escape(str(target))}: ") as caught:
+        AtomicCheckpointIO().save_checkpoint(checkpoint, target)
+    assert "\n" not in str(caught.value)
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
 
 def test_nan_weights_are_never_saved(run: TrainResult, tmp_path: Path) -> None:

@@ -82,6 +82,8 @@ Tensor = torch.Tensor
 
 #: Format tag of the saved latent vector (see the module docstring).
 Z_FORMAT = "latentcam-z/1"
+#: The largest float32: a saved latent vector must stay finite once it is a float32 tensor.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: Largest upload accepted, in bytes (checked while reading).
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 #: Largest upload accepted, in pixels (checked on the header, before decoding).
@@ -238,11 +240,14 @@ def _floats(record: Mapping[str, Any], key: str, length: int, where: str) -> lis
     if (
         not isinstance(values, list)
         or len(values) != length
-        or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+        or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= FLOAT32_MAX
+            for v in values
+        )
     ):
         raise InputError(
-            f"{where}: '{key}' must be a list of {length} finite numbers; save the vector "
-            "again from the page"
+            f"{where}: '{key}' must be a list of {length} numbers finite as float32 (|v| <= "
+            "3.4e38); save the vector again from the page"
         )
     return [float(v) for v in values]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from latentcam.cli.numbers import count, integer, port
 from latentcam.cli.threads import add_threads_flag, check_threads, set_threads
 from latentcam.explain.cam import METHODS
 
@@ -38,14 +39,17 @@ def register(subparsers: Any) -> None:
         "the page (a warning is logged) (default: %(default)s)",
     )
     p.add_argument(
-        "--port", type=int, default=8765, help="port; 0 picks a free one (default: %(default)s)"
+        "--port", type=port, default=8765, help="port; 0 picks a free one (default: %(default)s)"
     )
     p.add_argument(
-        "--top", type=int, default=8, help="sliders for the top units by KL (default: %(default)s)"
+        "--top",
+        type=count,
+        default=8,
+        help="sliders for the top units by KL (default: %(default)s)",
     )
     p.add_argument(
         "--gallery",
-        type=int,
+        type=integer(0),
         default=16,
         help="per-unit maps in the gallery (default: %(default)s)",
     )
@@ -53,7 +57,7 @@ def register(subparsers: Any) -> None:
         "--z", metavar="FILE", help="start at a latent vector saved from the page (JSON)"
     )
     p.add_argument(
-        "--n", type=int, default=64, help="dataset images offered (default: %(default)s)"
+        "--n", type=count, default=64, help="dataset images offered (default: %(default)s)"
     )
     p.add_argument(
         "--split",
@@ -74,13 +78,8 @@ def run_app(args: argparse.Namespace) -> int:
 
     from latentcam.app.server import bind_socket, create_app, make_server, server_url
     from latentcam.app.session import ExplorerSession, read_z_file
-    from latentcam.errors import InputError
 
     check_threads(args.threads)
-    if args.top < 1:
-        raise InputError(f"--top must be at least 1 slider, got {args.top}")
-    if args.gallery < 0:
-        raise InputError(f"--gallery must be 0 or more per-unit maps, got {args.gallery}")
     record = read_z_file(args.z) if args.z else None  # a bad file fails before the model loads
     options = {
         "n": args.n,

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
+from latentcam.cli.numbers import count, integer, seed
 from latentcam.config import DataConfig, ModelConfig
+from latentcam.data.synthetic import MAX_SIZE as SYNTH_MAX_SIZE
+from latentcam.data.synthetic import MIN_SIZE as SYNTH_MIN_SIZE
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -20,17 +23,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     synth.add_argument("--out", required=True, help="folder to create (must not exist or be empty)")
     synth.add_argument(
-        "--n", type=int, default=DataConfig.synth_n, help="number of faces (default: %(default)s)"
+        "--n", type=count, default=DataConfig.synth_n, help="number of faces (default: %(default)s)"
     )
     synth.add_argument(
         "--size",
-        type=int,
+        type=integer(SYNTH_MIN_SIZE, SYNTH_MAX_SIZE),
         default=ModelConfig.image_size,
         help="image side in pixels (default: %(default)s)",
     )
     synth.add_argument(
-        "--seed", type=int, default=DataConfig.synth_seed, help="random seed (default: %(default)s)"
+        "--seed",
+        type=seed,
+        default=DataConfig.synth_seed,
+        help="random seed (default: %(default)s)",
     )
+    synth.add_argument("--yes", action="store_true", help="write more than 2 GB without asking")
     synth.set_defaults(handler=_synth)
 
     data = subparsers.add_parser("data", help="inspect datasets", description="Inspect datasets.")
@@ -55,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     info.add_argument(
         "--size",
-        type=int,
+        type=integer(4, 4096),
         default=64,
         help="cache size used to count mask pixels (default: %(default)s)",
     )
@@ -68,14 +75,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="cache folder (default: $LATENTCAM_CACHE or ~/.cache/latentcam)",
     )
     info.add_argument(
-        "--seed", type=int, default=0, help="seed of the random split (default: %(default)s)"
+        "--seed", type=seed, default=0, help="seed of the random split (default: %(default)s)"
     )
     info.add_argument(
         "--skip-bad", action="store_true", help="skip bad files instead of stopping at the first"
     )
     info.add_argument(
         "--synth-n",
-        type=int,
+        type=count,
         default=DataConfig.synth_n,
         help="faces to render for 'synth' (default: %(default)s)",
     )
@@ -83,8 +90,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from latentcam.data.synthetic import write_synthetic
+    import shutil
+    from pathlib import Path
 
+    from latentcam.cli.numbers import check_cost
+    from latentcam.data.synthetic import estimate_bytes, write_synthetic
+
+    parent = Path(args.out).expanduser().absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    check_cost(
+        estimate_bytes(args.n, args.size),
+        shutil.disk_usage(parent).free,
+        f"{args.n} faces at {args.size} px",
+        f"on disk in {parent}",
+        "lower --n or --size",
+        yes=args.yes,
+    )
     out = write_synthetic(args.out, args.n, args.size, args.seed, progress=True)
     print(
         f"wrote {args.n} synthetic faces ({args.size}x{args.size} px, seed {args.seed}) to {out}: "
@@ -96,7 +118,10 @@ def _synth(args: argparse.Namespace) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     from latentcam.data.info import describe, format_info
+    from latentcam.io import check_output
 
+    if args.cache_dir:
+        check_output(args.cache_dir, [args.path], what="--cache-dir")
     info = describe(
         args.path,
         args.size,

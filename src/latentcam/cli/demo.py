@@ -5,6 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from latentcam.cli.numbers import integer, real
+
+#: The demo's largest training budget (a week) and data set; beyond them it is no demo.
+MAX_MINUTES = 7 * 24 * 60
+MAX_FACES = 100_000
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -19,23 +25,23 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", default="latentcam-demo", help="output folder (default: %(default)s)")
     p.add_argument(
         "--minutes",
-        type=float,
+        type=real(0, MAX_MINUTES, lo_open=True),
         default=6.0,
         help="training budget shared by the three models (default: %(default)s)",
     )
-    p.add_argument("--n", type=int, default=3000, help="synthetic faces (default: %(default)s)")
+    p.add_argument(
+        "--n",
+        type=integer(50, MAX_FACES, "faces to train on"),
+        default=3000,
+        help="synthetic faces (default: %(default)s)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(handler=_demo)
 
 
 def _demo(args: argparse.Namespace) -> int:
     from latentcam.demo import run_demo
-    from latentcam.errors import InputError
 
-    if args.minutes <= 0:
-        raise InputError(f"--minutes must be > 0, got {args.minutes:g}")
-    if args.n < 50:
-        raise InputError(f"--n must be at least 50 (faces to train on), got {args.n}")
     path = run_demo(args.out, minutes=args.minutes, n_images=args.n, progress=not args.no_progress)
     print(f"open {path.resolve()}")
     return 0

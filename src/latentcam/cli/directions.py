@@ -10,6 +10,8 @@ import argparse
 import json
 from typing import Any
 
+from latentcam.cli.numbers import count, integer
+
 #: Help of ``--directions`` (explain, traverse, evaluate).
 DIRECTIONS_HELP = (
     "explain latent directions instead of units: a directions.npz written by 'latentcam "
@@ -73,11 +75,14 @@ def register(subparsers: Any) -> None:
         "--names", metavar="LIST", help="keep these directions only, e.g. Smiling,Eyeglasses"
     )
     p.add_argument(
-        "--k", type=int, default=5, help="directions per unsupervised finder (default: %(default)s)"
+        "--k",
+        type=count,
+        default=5,
+        help="directions per unsupervised finder (default: %(default)s)",
     )
     p.add_argument(
         "--max-images",
-        type=int,
+        type=integer(2),
         default=4000,
         help="training (and validation) images encoded (default: %(default)s)",
     )
@@ -95,13 +100,8 @@ def register(subparsers: Any) -> None:
 
 def run_directions(args: argparse.Namespace) -> int:
     from latentcam.concepts import directions_run
-    from latentcam.errors import InputError
     from latentcam.explain.directions import read_parts_table
 
-    if args.k < 1:
-        raise InputError(f"--k must be at least 1, got {args.k}")
-    if args.max_images < 2:
-        raise InputError(f"--max-images must be at least 2, got {args.max_images}")
     kinds = args.kind
     if kinds is None:
         kinds = [] if (args.with_images or args.without_images or args.vector) else ["attributes"]

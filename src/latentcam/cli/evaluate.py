@@ -8,6 +8,7 @@ from typing import Any
 
 from latentcam.cli.directions import add_direction_args, split_names
 from latentcam.cli.explain import LAYER_HELP
+from latentcam.cli.numbers import count
 from latentcam.errors import InputError
 from latentcam.explain.cam import METHODS
 
@@ -35,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     trav.add_argument("--units", help="units, e.g. 0,3,42 or 0-4 (default: the 5 with highest KL)")
     trav.add_argument("--deltas", help="additive steps (default: the paper's 0.1,0.2,...,0.9)")
     trav.add_argument("--sigmas", help="steps in prior SDs (default: -3,-2,-1,0,1,2,3)")
-    trav.add_argument("--n", type=int, default=4, help="images traversed (default: %(default)s)")
+    trav.add_argument("--n", type=count, default=4, help="images traversed (default: %(default)s)")
     trav.add_argument(
         "--attributes",
         help="CVAE: attributes to traverse (default: Smiling,Eyeglasses,Wearing_Hat)",
@@ -62,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     ev.add_argument("run", metavar="RUN", help="run folder or checkpoint (.ckpt)")
     ev.add_argument("--data", help="dataset (default: the run's own)")
     ev.add_argument("--out", required=True, help="JSON file to write")
-    ev.add_argument("--n", type=int, default=256, help="images evaluated (default: %(default)s)")
+    ev.add_argument("--n", type=count, default=256, help="images evaluated (default: %(default)s)")
     ev.add_argument("--split", default="val", choices=("train", "val", "test", "all"))
     ev.add_argument(
         "--layer", nargs="+", action="extend", dest="layers", metavar="NAME", help=LAYER_HELP
@@ -78,7 +79,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     ev.add_argument(
         "--max-map-images",
-        type=int,
+        type=count,
         default=32,
         help="images used for heatmaps, effect and decoder maps (default: %(default)s)",
     )
@@ -91,7 +92,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     ev.add_argument(
         "--direction-images",
-        type=int,
+        type=count,
         default=64,
         help="images the directions' heatmaps are scored on (default: %(default)s)",
     )
@@ -143,10 +144,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     from latentcam.evaluate import evaluate_run
     from latentcam.training.checkpoint import load_run
 
-    if args.max_map_images < 1:
-        raise InputError(f"--max-map-images must be at least 1, got {args.max_map_images}")
-    if args.direction_images < 1:
-        raise InputError(f"--direction-images must be at least 1, got {args.direction_images}")
     if args.no_directions and args.directions:
         raise InputError("give --directions or --no-directions, not both")
     run = load_run(args.run)

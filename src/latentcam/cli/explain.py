@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 from latentcam.cli.directions import add_direction_args, split_names
+from latentcam.cli.numbers import count
 from latentcam.explain.cam import METHODS
 
 #: Help of ``--layer`` (shared by explain, evaluate and report).
@@ -46,13 +46,13 @@ def register(subparsers: Any) -> None:
         "--data", metavar="PATH", help="dataset folder or 'synth' (default: the run's own data)"
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--n", type=int, default=16, help="images to explain (default: %(default)s)")
+    p.add_argument("--n", type=count, default=16, help="images to explain (default: %(default)s)")
     p.add_argument(
         "--units", metavar="LIST", help="unit indices to save and draw, e.g. 0,3,42 or 0-9"
     )
     p.add_argument(
         "--top",
-        type=int,
+        type=count,
         default=10,
         help="without --units: draw this many units, highest KL first (default: %(default)s)",
     )
@@ -74,15 +74,16 @@ def run_explain(args: argparse.Namespace) -> int:
     from latentcam.concepts import resolve_directions
     from latentcam.errors import InputError
     from latentcam.explain.run import explain_run
-    from latentcam.runs import parse_units
+    from latentcam.runs import parse_unit_ranges, parse_units
     from latentcam.training.checkpoint import load_run
 
-    units = parse_units(args.units, sys.maxsize)  # the range is checked against the model
+    parse_unit_ranges(args.units)  # a typo fails before the model loads
     if args.names and not args.directions:
         raise InputError("--names selects directions: give --directions too")
     if args.directions and args.units:
         raise InputError("give --units or --directions, not both")
     run = load_run(args.run)
+    units = parse_units(args.units, run.model.latent_dim)
     directions = None
     if args.directions:
         directions = resolve_directions(args.directions, run, args.data, split_names(args.names))

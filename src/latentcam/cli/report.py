@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from latentcam.cli.explain import LAYER_HELP
+from latentcam.cli.numbers import count
 from latentcam.explain.cam import METHODS
 
 
@@ -19,13 +20,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     rep.add_argument("run", metavar="RUN", help="run folder or checkpoint (.ckpt)")
-    rep.add_argument("--out", required=True, help="output folder (DIR/index.html)")
+    rep.add_argument(
+        "--out",
+        help="output folder (DIR/index.html); default RUN/report, a folder of its own inside "
+        "the run (never the run's checkpoints, config.yaml or metrics.json)",
+    )
     rep.add_argument("--data", help="dataset (default: the run's own)")
     rep.add_argument(
-        "--n", type=int, default=6, help="images in the figures (default: %(default)s)"
+        "--n", type=count, default=6, help="images in the figures (default: %(default)s)"
     )
     rep.add_argument(
-        "--eval-n", type=int, default=128, help="images for the metrics (default: %(default)s)"
+        "--eval-n", type=count, default=128, help="images for the metrics (default: %(default)s)"
     )
     rep.add_argument("--method", default="gradcam", choices=METHODS)
     rep.add_argument(

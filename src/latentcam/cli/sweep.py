@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from latentcam.cli.numbers import count
 from latentcam.cli.train import add_run_flags, flag_overrides
 
 
@@ -36,7 +37,10 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--points", metavar="i/n", help="run only points i, i+n, ... (several machines)")
     p.add_argument(
-        "--eval-n", type=int, default=128, help="validation images per point (default: %(default)s)"
+        "--eval-n",
+        type=count,
+        default=128,
+        help="validation images per point (default: %(default)s)",
     )
     add_run_flags(p, shape=False)
     p.set_defaults(handler=_sweep)

@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from latentcam.cli.numbers import count, seed
 from latentcam.cli.threads import add_threads_flag, check_threads, set_threads
 from latentcam.config import MODEL_KINDS
 from latentcam.errors import InputError
@@ -32,6 +33,11 @@ FLAG_KEYS: dict[str, str] = {
     "num_nodes": "train.num_nodes",
     "seed": "train.seed",
 }
+
+
+#: Bytes per image value that decoding a batch of samples holds at its peak (the float32
+#: images, the decoder's widest activations, the uint8 grid), in units of one float32 image.
+SAMPLE_MEMORY_FACTOR = 8
 
 
 def add_run_flags(p: argparse.ArgumentParser, shape: bool = True) -> None:
@@ -103,7 +109,7 @@ def register(subparsers: Any) -> None:
     )
     s.add_argument("run", metavar="RUN", help="run folder or .ckpt")
     s.add_argument("--out", required=True, metavar="DIR")
-    s.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    s.add_argument("--n", type=count, default=64, help="number of samples (default 64)")
     s.add_argument(
         "--set",
         nargs="+",
@@ -111,7 +117,8 @@ def register(subparsers: Any) -> None:
         metavar="Attr=V",
         help="cvae attribute values, e.g. Smiling=1",
     )
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=seed, default=0, help="seed of the draws (default 0)")
+    s.add_argument("--yes", action="store_true", help="draw more than 2 GB of images at once")
     s.add_argument(
         "--z",
         metavar="FILE",
@@ -131,7 +138,7 @@ def register(subparsers: Any) -> None:
     r.add_argument("run", metavar="RUN", help="run folder or .ckpt")
     r.add_argument("--data", required=True, metavar="PATH", help="dataset folder or 'synth'")
     r.add_argument("--out", required=True, metavar="DIR")
-    r.add_argument("--n", type=int, default=32, help="number of images (default 32)")
+    r.add_argument("--n", type=count, default=32, help="number of images (default 32)")
     r.add_argument("--split", choices=("train", "val", "test"), default="val")
     r.set_defaults(handler=run_reconstruct)
 
@@ -172,6 +179,12 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def _assignments(items: list[str], what: str) -> dict[str, float]:
+    """``["Smiling=1"]`` -> ``{"Smiling": 1.0}``; each value a number in [0, 1] (an
+    attribute is absent at 0, present at 1).
+
+    Raises:
+        InputError: not Name=number, or a value outside [0, 1] (NaN and infinity too).
+    """
     values: dict[str, float] = {}
     for item in items:
         name, sep, text = item.partition("=")
@@ -183,6 +196,10 @@ def _assignments(items: list[str], what: str) -> dict[str, float]:
             raise InputError(
                 f"{what} '{item}' is not of the form Name=number (e.g. Smiling=1)"
             ) from None
+        if not 0.0 <= values[name] <= 1.0:
+            raise InputError(
+                f"{what} '{item}': attribute values must lie in [0, 1] (0 absent, 1 present)"
+            )
     return values
 
 
@@ -222,13 +239,16 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_sample(args: argparse.Namespace) -> int:
+    from latentcam.cli.numbers import available_memory, check_cost
     from latentcam.generate import sample
     from latentcam.io import ensure_dir
     from latentcam.report.figures import make_grid, save_png
+    from latentcam.runs import check_run_output
     from latentcam.training.checkpoint import load_run
 
     attrs = _assignments(args.set, "--set")
     run = load_run(args.run)
+    check_run_output(args.out, run, None, args.z)
     if args.z:
         return _decode_saved_z(args, run)
     if attrs and run.config.model.kind != "cvae":
@@ -236,6 +256,15 @@ def run_sample(args: argparse.Namespace) -> int:
             f"--set needs a cvae run; {args.run} holds a {run.config.model.kind}, which takes "
             "no attributes"
         )
+    size = run.config.model.image_size
+    check_cost(
+        args.n * 3 * size * size * 4 * SAMPLE_MEMORY_FACTOR,
+        available_memory(),
+        f"{args.n} samples at {size} px",
+        "of memory (they are decoded at once)",
+        "lower --n",
+        yes=args.yes,
+    )
     images = sample(run.model, args.n, attrs or None, seed=args.seed, base=run.attr_means)
     out = ensure_dir(args.out)
     path = save_png(out / "samples.png", make_grid(images, nrow=8))
@@ -292,10 +321,13 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     from latentcam.io import ensure_dir
     from latentcam.models.segvae import predicted_labels
     from latentcam.report.figures import make_grid, save_png
-    from latentcam.runs import open_run_data
+    from latentcam.runs import check_run_output, open_run_data
+    from latentcam.training.checkpoint import load_run
     from latentcam.training.module import seg_target_is_binary
 
-    batch = open_run_data(args.run, args.data, n=args.n, split=args.split)
+    run = load_run(args.run)
+    check_run_output(args.out, run, args.data)
+    batch = open_run_data(run, args.data, n=args.n, split=args.split)
     cfg, model = batch.run.config, batch.run.model
     rows = [batch.images]
     if cfg.model.kind != "segvae" or cfg.model.seg_recon_image:

@@ -15,7 +15,9 @@ name carries a hash of the absolute source path, layout, size, ``skip_bad`` and 
 fingerprint (file count, total bytes, newest mtime, digest of the names), so a changed
 dataset gets a new cache and later runs reuse an unchanged one. A build streams items into
 memory-mapped files inside a temporary sibling folder (memory stays bounded for the 30,000
-CelebAMask-HQ images) and renames it at the end: an interrupted build leaves no cache.
+CelebAMask-HQ images) and renames it at the end: an interrupted build leaves no cache, and
+the next build removes the folder of a killed one (``.NAME.<pid>.<random>.tmp``, see
+:func:`latentcam.io.remove_stale_temps`).
 A lock file serialises concurrent builds (e.g. the ranks of a DDP job).
 """
 
@@ -29,7 +31,6 @@ import multiprocessing
 import os
 import re
 import shutil
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Generator, Iterator, Sequence
@@ -44,7 +45,16 @@ from latentcam.data import imageio
 from latentcam.data.imageio import BadFile, DecodedItem, Record, Skipped
 from latentcam.data.layouts import Listing, SourceIndex
 from latentcam.errors import DataError
-from latentcam.io import ensure_dir, write_json
+from latentcam.io import (
+    check_free_space,
+    ensure_dir,
+    make_temp_dir,
+    remove_stale_temps,
+    reserve,
+    write_error,
+    write_json,
+    writing,
+)
 
 try:
     import fcntl
@@ -101,7 +111,9 @@ def cache_lock(target: Path) -> Iterator[None]:
     """
     ensure_dir(target.parent, what="cache")
     lock_path = target.parent / f".{target.name}.lock"
-    with open(lock_path, "a") as handle:
+    with writing(lock_path):
+        handle = open(lock_path, "a")
+    with handle:
         if fcntl is not None:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
@@ -157,13 +169,31 @@ def _decode_all(
         executor.shutdown(wait=True, cancel_futures=True)
 
 
+def _open_array(path: Path, dtype: Any, shape: tuple[int, ...]) -> np.memmap:
+    """A new .npy memory-mapped for writing, its disk space allocated first: a map of a file
+    on a full disk would die of SIGBUS on the first page that finds no room.
+
+    Raises:
+        OutputError: the disk has no room for the array.
+    """
+    needed = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    check_free_space(
+        path.parent,
+        needed,
+        f"the cache file {path.name}",
+        "free some space, or put the cache elsewhere (data.cache_dir, --cache-dir or "
+        f"${CACHE_ENV})",
+    )
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    reserve(path, os.path.getsize(path))
+    return array
+
+
 def _compact(path: Path, rows: int) -> None:
     """Shrink the .npy at ``path`` to its first ``rows`` rows (streamed, memory-bounded)."""
     source = np.load(path, mmap_mode="r")
     short = path.with_suffix(".part.npy")
-    target = np.lib.format.open_memmap(
-        short, mode="w+", dtype=source.dtype, shape=(rows, *source.shape[1:])
-    )
+    target = _open_array(short, source.dtype, (rows, *source.shape[1:]))
     for start in range(0, rows, 1024):
         target[start : start + 1024] = source[start : min(rows, start + 1024)]
     target.flush()
@@ -200,21 +230,26 @@ def build_cache(
     total = len(records)
     workers = _auto_workers(total) if workers is None else workers
     ensure_dir(folder.parent, what="cache")
-    for stale in folder.parent.glob(f".tmp-{folder.name}-*"):  # left by a killed build
+    for stale in folder.parent.glob(f".tmp-{folder.name}-*"):  # older versions' temp names
         shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=folder.parent))
+    remove_stale_temps(folder.parent)  # builds (and synthetic renders) of killed processes
+    pixels = total * size * size
+    check_free_space(
+        folder.parent,
+        pixels * (4 if index.has_parts else 3),
+        f"the cache of {index.root} ({total} items at {size} px)",
+        "free some space, or put the cache elsewhere (data.cache_dir, --cache-dir or "
+        f"${CACHE_ENV})",
+    )
+    tmp = make_temp_dir(folder.parent, folder.name)
     log.debug(
         "building cache %s from %s (%d items, %d workers)", folder, index.root, total, workers
     )
     try:
-        images = np.lib.format.open_memmap(
-            tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(total, size, size, 3)
-        )
+        images = _open_array(tmp / "images.npy", np.uint8, (total, size, size, 3))
         parts = None
         if index.has_parts:
-            parts = np.lib.format.open_memmap(
-                tmp / "parts.npy", mode="w+", dtype=np.uint8, shape=(total, size, size)
-            )
+            parts = _open_array(tmp / "parts.npy", np.uint8, (total, size, size))
         kept: list[int] = []
         skipped: list[Skipped] = list(index.skipped)
         native_sizes: Counter[str] = Counter()
@@ -273,10 +308,11 @@ def build_cache(
             "build_seconds": round(time.perf_counter() - started, 3),
         }
         write_json(tmp / "meta.json", meta)
-        os.chmod(tmp, 0o755)  # mkdtemp made it private; a cache may be shared
         os.rename(tmp, folder)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError):  # a full or read-only disk: one line, no traceback
+            raise write_error(err, folder) from None
         raise
     log.info(
         "cached %d images of %s at %d px in %.1f s (%s)",

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,7 +53,15 @@ from latentcam.data.classes import (
     REGIONS,
 )
 from latentcam.errors import InputError
-from latentcam.io import ensure_dir, write_json
+from latentcam.io import (
+    check_free_space,
+    check_output,
+    ensure_dir,
+    make_temp_dir,
+    remove_stale_temps,
+    write_error,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -337,6 +344,12 @@ def attributes_from_factors(factors: np.ndarray) -> np.ndarray:
     return attrs
 
 
+def estimate_bytes(n: int, size: int) -> int:
+    """Disk space ``n`` faces at ``size`` px take (measured on ext4: about 15 files per face,
+    each a 4 KiB block or more, and JPEG bytes growing with the area): an upper bound."""
+    return n * (15 * 4096 + size * size * 3 // 8)
+
+
 def write_synthetic(out: str | Path, n: int, size: int, seed: int, progress: bool = True) -> Path:
     """Render ``n`` faces and write them in the CelebAMask-HQ official layout under ``out``.
 
@@ -352,12 +365,17 @@ def write_synthetic(out: str | Path, n: int, size: int, seed: int, progress: boo
 
     The same arguments give byte-identical files. Everything is written into a temporary
     sibling folder that is renamed to ``out`` at the end, so an interrupted run leaves
-    nothing half-written (which is why the files inside are written directly).
+    nothing half-written (which is why the files inside are written directly); the folder
+    is named after the process (``.OUT.<pid>.<random>.tmp``) and the next run removes one
+    whose process was killed (:func:`latentcam.io.remove_stale_temps`).
 
     Raises:
         InputError: ``out`` exists and is not an empty folder, or n / size / seed are invalid.
+        OutputError: the disk has less free space than the faces need
+            (:func:`estimate_bytes`), or a write fails (full or read-only disk); the
+            temporary folder is removed.
     """
-    out = Path(out)
+    out = check_output(out)
     _check_int("n", n, 1)
     _check_size(size)
     _check_int("seed", seed, 0)
@@ -367,14 +385,21 @@ def write_synthetic(out: str | Path, n: int, size: int, seed: int, progress: boo
             "choose a new path or remove it first"
         )
     ensure_dir(out.parent, what="output parent")
-    tmp = out.parent / f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    tmp.mkdir()  # (not mkdtemp: its folder would be private, ignoring the umask)
+    check_free_space(
+        out.parent,
+        estimate_bytes(n, size),
+        f"{n} synthetic faces at {size} px",
+        "free some space, write elsewhere, or render fewer faces (--n)",
+    )
+    remove_stale_temps(out.parent)  # the folders of killed runs
+    tmp = make_temp_dir(out.parent, out.name)
     try:
         _write_layout(tmp, n, size, seed, progress)
         os.replace(tmp, out)  # replaces an empty folder too (POSIX rename)
+    except OSError as err:
+        raise write_error(err, out) from None
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
     log.info("wrote %d synthetic faces (%d px, seed %d) to %s", n, size, seed, out)
     return out
 

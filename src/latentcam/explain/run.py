@@ -39,8 +39,8 @@ from latentcam.explain.cam import METHODS, mean_map, normalise, upsample
 from latentcam.explain.directions import DirectionSet
 from latentcam.io import atomic_path, ensure_dir
 from latentcam.models.base import Decoded
-from latentcam.runs import RunData, open_run_data
-from latentcam.training.checkpoint import LoadedRun
+from latentcam.runs import RunData, check_run_output, open_run_data
+from latentcam.training.checkpoint import LoadedRun, load_run
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,9 @@ def explain_run(
         raise InputError(f"top must be at least 1, got {top}")
     if method not in METHODS:
         raise InputError(f"unknown CAM method '{method}'; choose one of: {', '.join(METHODS)}")
-    batch = open_run_data(run_or_ckpt, data, n=n, split=split)
+    loaded = run_or_ckpt if isinstance(run_or_ckpt, LoadedRun) else load_run(run_or_ckpt)
+    check_run_output(out, loaded, data)
+    batch = open_run_data(loaded, data, n=n, split=split)
     model = batch.run.model
     request = parse_layers(model, layer)
     count = batch.images.shape[0]

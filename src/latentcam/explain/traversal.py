@@ -740,11 +740,12 @@ def traverse_run(
     from latentcam.data.classes import ATTRIBUTE_IDS
     from latentcam.errors import InputError
     from latentcam.io import ensure_dir
-    from latentcam.runs import open_run_data
+    from latentcam.runs import check_run_output, open_run_data
     from latentcam.training.checkpoint import LoadedRun, load_run
     from latentcam.training.losses import kl_per_unit
 
     loaded = run if isinstance(run, LoadedRun) else load_run(run)
+    check_run_output(out, loaded, data)
     if attributes:  # checked before anything is written
         if loaded.config.model.kind != "cvae":
             raise InputError(

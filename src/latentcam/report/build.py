@@ -10,6 +10,8 @@ Everything is computed from the checkpoint and the run's data; only ``out`` is w
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,15 +29,25 @@ from latentcam.explain.metrics import rank_correlation
 from latentcam.explain.targets import SegClass
 from latentcam.explain.traversal import effect_maps, save_traversal, traverse
 from latentcam.generate import colorize_labels
-from latentcam.io import ensure_dir, write_json
+from latentcam.io import (
+    ensure_dir,
+    make_temp_dir,
+    remove_stale_temps,
+    replace_folder,
+    write_json,
+)
 from latentcam.models.segvae import predicted_labels
 from latentcam.report import plots
 from latentcam.report.figures import figure_png_bytes, overlay, panel_grid, to_uint8_hwc
 from latentcam.report.html import Report
-from latentcam.runs import RunData, open_run_data
+from latentcam.runs import RunData, check_run_output, open_run_data
+from latentcam.training.checkpoint import LoadedRun, load_run
 
 log = logging.getLogger(__name__)
 
+#: File that marks a folder as a report (:func:`is_report_folder`), so that rebuilding it
+#: may replace the folder whole.
+REPORT_MARKER = ".latentcam-report"
 #: CVAE edits shown in the report (the paper's Figs. 11-12 use CelebA attributes).
 EDIT_ATTRIBUTES = ("Smiling", "Eyeglasses", "Wearing_Hat", "Mouth_Slightly_Open", "Bangs", "Male")
 
@@ -49,9 +61,18 @@ def _heat(images: torch.Tensor, maps: torch.Tensor) -> list[np.ndarray]:
     return list(overlay(images, maps.cpu()))
 
 
+def default_report_folder(run: LoadedRun) -> Path:
+    """Where ``latentcam report RUN`` writes without ``--out``: ``RUN/report``, a folder of
+    its own inside the run (never the run's own files); for a checkpoint outside a run
+    folder, ``NAME-report`` beside the ``NAME.ckpt`` file."""
+    if run.run_dir is not None:
+        return run.run_dir / "report"
+    return run.checkpoint_path.with_name(f"{run.checkpoint_path.stem}-report")
+
+
 def build_report(
-    run: str | Path,
-    out: str | Path,
+    run: str | Path | LoadedRun,
+    out: str | Path | None = None,
     data: str | Path | None = None,
     n: int = 6,
     eval_n: int = 128,
@@ -63,8 +84,10 @@ def build_report(
     """Compute the figures and metrics of a run and write ``out/index.html``.
 
     Args:
-        run: run folder or checkpoint.
-        out: output folder (created; only files under it are written).
+        run: run folder, checkpoint, or a loaded run.
+        out: output folder (created; only files under it are written); default
+            :func:`default_report_folder`. One that is, holds or lies in an input, or
+            lands on a run's own files, is refused (:func:`latentcam.runs.check_run_output`).
         data: dataset to explain on (default: the run's own).
         n: images shown in the figures.
         eval_n: images the metrics are computed on.
@@ -74,14 +97,72 @@ def build_report(
         method: CAM method for the figures and metrics.
         methods: CAM methods compared per layer (default: ``method``).
 
+    The report is built in a temporary folder beside ``out`` (``.OUT.<pid>.<random>.tmp``)
+    that replaces ``out`` once complete: a killed report leaves no half-written folder, and
+    the next one removes the temporary (:func:`latentcam.io.remove_stale_temps`). ``out``
+    must be new, empty, or an earlier report.
+
     Returns:
         The path of ``index.html``.
     """
     for name, value in (("n", n), ("eval_n", eval_n)):
         if value < 1:
             raise InputError(f"{name} must be at least 1, got {value}")
-    batch = open_run_data(run, data, n=max(n, eval_n), progress=progress)
-    out = ensure_dir(out)
+    loaded = run if isinstance(run, LoadedRun) else load_run(run)
+    out = check_run_output(default_report_folder(loaded) if out is None else out, loaded, data)
+    out = Path(os.path.realpath(out))
+    _check_replaceable(out)
+    batch = open_run_data(loaded, data, n=max(n, eval_n), progress=progress)
+    parent = ensure_dir(out.parent, what="--out parent")
+    remove_stale_temps(parent)  # the folders of killed reports
+    tmp = make_temp_dir(parent, out.name)
+    try:
+        _write_report(batch, tmp, n, layers, method, methods, progress)
+        write_json(tmp / REPORT_MARKER, {"run": str(loaded.checkpoint_path)})
+        replace_folder(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    path = out / "index.html"
+    log.info("report written to %s", path)
+    return path
+
+
+def is_report_folder(path: Path) -> bool:
+    """True for a folder written by :func:`build_report` (it holds :data:`REPORT_MARKER`,
+    or, from versions before it, an ``index.html`` titled "latentcam report")."""
+    if (path / REPORT_MARKER).is_file():
+        return True
+    index = path / "index.html"
+    try:
+        with open(index, encoding="utf-8", errors="replace") as fh:
+            return "<title>latentcam report" in fh.read(4096)
+    except OSError:
+        return False
+
+
+def _check_replaceable(out: Path) -> None:
+    """A report is built whole in a temporary folder and then replaces ``out``: refuse an
+    ``out`` that holds anything but an earlier report (it would be deleted)."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; give a folder for the report")
+    if out.is_dir() and any(out.iterdir()) and not is_report_folder(out):
+        raise InputError(
+            f"--out {out} holds files that are not a latentcam report, and a report replaces "
+            "its whole folder; choose a new or empty folder"
+        )
+
+
+def _write_report(
+    batch: RunData,
+    out: Path,
+    n: int,
+    layers: Sequence[str] | str | None,
+    method: str,
+    methods: Sequence[str] | None,
+    progress: bool,
+) -> Path:
+    """The figures and metrics of ``batch`` into the (new, empty) folder ``out``."""
     cfg = batch.run.config
     model = batch.run.model
     log.info("evaluating %d images", batch.images.shape[0])
@@ -110,9 +191,7 @@ def build_report(
         _fig7(report, show)
     _metrics_sections(report, metrics, out)
     _where_it_acts(report, show, metrics)
-    path = report.write(out)
-    log.info("report written to %s", path)
-    return path
+    return report.write(out)
 
 
 def _subset(batch: RunData, n: int) -> RunData:

@@ -26,18 +26,7 @@ from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from latentcam.errors import TrainingDivergedError
 from latentcam.io import atomic_path
-
-
-def nonfinite_entries(state_dict: dict[str, Any], show: int = 3) -> list[str]:
-    """Names of (up to ``show``) floating tensors in ``state_dict`` holding NaN or Inf."""
-    bad: list[str] = []
-    for name, value in state_dict.items():
-        if isinstance(value, torch.Tensor) and value.is_floating_point():
-            if not bool(torch.isfinite(value).all()):
-                bad.append(name)
-                if len(bad) >= show:
-                    break
-    return bad
+from latentcam.training.checkpoint import nonfinite_entries
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

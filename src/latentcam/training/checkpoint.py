@@ -161,6 +161,34 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     return checkpoint
 
 
+def nonfinite_entries(state_dict: dict[str, Any], show: int = 3) -> list[str]:
+    """Names of (up to ``show``) floating tensors in ``state_dict`` holding NaN or Inf."""
+    bad: list[str] = []
+    for name, value in state_dict.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            if not bool(torch.isfinite(value).all()):
+                bad.append(name)
+                if len(bad) >= show:
+                    break
+    return bad
+
+
+def check_finite_weights(checkpoint: dict[str, Any]) -> None:
+    """Refuse a checkpoint (from :func:`read_checkpoint`) whose weights hold NaN or Inf: a
+    model decoded from them draws nothing but NaN.
+
+    Raises:
+        CheckpointError: the names of (up to 3) such tensors and what to do.
+    """
+    bad = nonfinite_entries(checkpoint["state_dict"])
+    if bad:
+        raise CheckpointError(
+            f"the weights in {checkpoint.get('_path', 'the checkpoint')} hold NaN or Inf "
+            f"({', '.join(bad)}): a diverged or damaged run; use another checkpoint (e.g. "
+            "RUN/checkpoints/best.ckpt or last.ckpt) or train again"
+        )
+
+
 def config_of(checkpoint: dict[str, Any]) -> RunConfig:
     """The resolved :class:`RunConfig` stored in a checkpoint dict from :func:`read_checkpoint`."""
     try:
@@ -195,11 +223,12 @@ def load_run(path: str | Path, map_location: Any = "cpu", kind: str | None = Non
 
     Raises:
         CheckpointError: missing, corrupt or foreign file; wrong model kind; weights that do
-            not fit the model the config describes.
+            not fit the model the config describes, or that hold NaN or Inf.
     """
     from latentcam.models.registry import build_model
 
     checkpoint = read_checkpoint(path, map_location=map_location)
+    check_finite_weights(checkpoint)
     ckpt_path = Path(checkpoint["_path"])
     cfg = config_of(checkpoint)
     if kind is not None and cfg.model.kind != kind:

@@ -45,13 +45,18 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 
 from latentcam.config import RunConfig, to_dict, to_yaml
 from latentcam.errors import CheckpointError, ConfigError, InputError
-from latentcam.io import atomic_write, ensure_dir, write_json
+from latentcam.io import atomic_write, check_output, ensure_dir, write_json, writing
 from latentcam.training.callbacks import (
     AtomicCheckpointIO,
     StopAtMaxSteps,
     WarmupEMAWeightAveraging,
 )
-from latentcam.training.checkpoint import config_of, read_checkpoint, resolve_resume
+from latentcam.training.checkpoint import (
+    check_finite_weights,
+    config_of,
+    read_checkpoint,
+    resolve_resume,
+)
 from latentcam.training.datamodule import FaceDataModule
 from latentcam.training.module import ACTIVE_KL_THRESHOLD, LatentcamModule, seg_target_is_binary
 
@@ -113,6 +118,7 @@ def is_launching_process() -> bool:
 def _check_resumable(cfg: RunConfig, ckpt_path: Path) -> int:
     """The checkpoint's global step; its model must be the one ``cfg`` describes."""
     checkpoint = read_checkpoint(ckpt_path)
+    check_finite_weights(checkpoint)
     saved = to_dict(config_of(checkpoint))["model"]
     wanted = to_dict(cfg)["model"]
     diff = [
@@ -272,6 +278,8 @@ def train(
         ConfigError: the run has no bound, or an invalid device/strategy/precision setting.
         TrainingDivergedError: the loss became NaN/Inf (the last good checkpoint is kept).
         DataError: the data cannot be read or lacks the labels the model needs.
+        OutputError: a checkpoint, log or the metrics cannot be written (a full or
+            read-only disk); the last complete checkpoint is kept.
     """
     tcfg = cfg.train
     if tcfg.epochs <= 0 and tcfg.max_steps <= 0 and tcfg.max_minutes <= 0:
@@ -279,7 +287,7 @@ def train(
             "the run has no end: set train.epochs, train.max_steps or train.max_minutes > 0"
         )
     seg_target_is_binary(cfg)  # config consistency, before any work
-    run_dir = Path(out)
+    run_dir = check_output(out, [cfg.data.path], what="--out", owns_run=True)
     ckpt_path = resolve_resume(resume, run_dir) if resume is not None else None
     start_step = _check_resumable(cfg, ckpt_path) if ckpt_path is not None else 0
     datamodule = FaceDataModule(cfg, progress=progress)
@@ -295,7 +303,8 @@ def train(
     module = LatentcamModule(cfg)
     trainer = _build_trainer(cfg, run_dir, progress)
 
-    with _quiet_expected_warnings():
+    # a full or read-only disk under a checkpoint save or Lightning's own logs: one line
+    with _quiet_expected_warnings(), writing(run_dir):
         started = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         train_seconds = time.perf_counter() - started

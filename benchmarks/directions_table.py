@@ -48,7 +48,7 @@ def rows(section: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 def markdown(section: dict[str, Any]) -> list[str]:
     lines = [
-        "| direction | AUROC (R²) dir / unit | faces | best layer, method | pointing | baseline "
+        "| direction | AUROC dir / unit (factor: R² dir / r unit) | faces | best layer, method | pointing | baseline "
         "| ratio | energy | unit pointing | unit energy | unit's own best pointing |",
         "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]

@@ -1,7 +1,7 @@
 """End to end in a real browser: Debian's headless Chromium driven by Playwright.
 
 Starts the app on the tiny vae and cvae runs (uvicorn in a background thread, on a free
-port), moves a slider, toggles a CVAE attribute, uploads an image (good and bad), saves the
+port), moves a slider and a direction slider, toggles a CVAE attribute, uploads an image (good and bad), saves the
 view and the latent vector (and shows a failed save), switches to a SegVAE and saves a
 screenshot. Every request the page makes is recorded: each must go to the app itself or be
 a data:/blob: URL (the page is offline). Not skipped when Chromium is missing: CI installs
@@ -162,6 +162,19 @@ def test_vae_page(
         assert record["format"] == "latentcam-z/1" and record["offsets"][first] == pytest.approx(
             0.9
         )
+        # a direction slider: z moves along w, and the maps become the direction's
+        directions = page.locator(".dslider")
+        assert directions.count() >= 1 and page.locator("#dir-panel").is_visible()
+        name = directions.first.locator("label").inner_text()
+        directions.first.locator("input").fill("1")  # (on the tiny run, 1 sd barely shows)
+        page.wait_for_function(
+            "document.getElementById('cap-decoded').textContent.endsWith(' sd')", timeout=10_000
+        )
+        assert page.locator("#cap-decoded").inner_text() == f"decoded: {name} +1.00 sd"
+        assert page.locator("#cap-unitcam").inner_text() == f"Grad-CAM {name} (re-encoded)"
+        assert page.locator(".dslider.chosen").count() == 1
+        assert page.locator(".slider.chosen").count() == 0
+
         downloads: list[Download] = []
         page.on("download", lambda download: downloads.append(download))
         page.route(

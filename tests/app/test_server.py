@@ -79,6 +79,36 @@ def test_state_and_slider_move(client: TestClient) -> None:
     )
 
 
+def test_direction_sliders(client: TestClient) -> None:
+    state = client.get("/api/state").json()
+    directions = state["info"]["directions"]
+    assert directions and state["info"]["direction"] is None
+    name = directions[0]["name"]
+    moved = client.post("/api/direction", json={"name": name, "value": 1.5}).json()
+    live, info = moved["live"], moved["info"]
+    assert live["direction"] == name and live["target"] == name and live["step"] == 1.5
+    assert info["direction"] == name and info["direction_steps"][0] == 1.5
+    assert not np.array_equal(_pixels(live["decoded"]), _pixels(state["live"]["decoded"]))
+    unit = info["units"][0]
+    back = client.post("/api/unit", json={"unit": unit}).json()
+    assert back["live"]["direction"] is None and back["live"]["target"] == f"z{unit}"
+    chosen = client.post("/api/direction", json={"name": name}).json()  # no value: choose only
+    assert chosen["live"]["direction"] == name and chosen["info"]["direction_steps"][0] == 1.5
+    np.testing.assert_array_equal(_pixels(chosen["live"]["decoded"]), _pixels(live["decoded"]))
+    unknown = client.post("/api/direction", json={"name": "<img src=x>", "value": 1})
+    assert (
+        unknown.status_code == 400 and "no direction named '<img src=x>'" in unknown.json()["error"]
+    )
+    beyond = client.post("/api/direction", json={"name": name, "value": 11})
+    assert beyond.status_code == 400 and "must be a finite number" in beyond.json()["error"]
+    typed = client.post("/api/direction", json={"name": name, "value": "far"})
+    assert typed.status_code == 422 and typed.json()["error"].startswith("bad request: body.value")
+    after = client.get("/api/state").json()["info"]
+    assert after["direction_steps"][0] == 1.5  # the refused moves changed nothing
+    reset = client.post("/api/reset").json()
+    assert reset["info"]["direction_steps"] == [0.0] * len(directions)
+
+
 def test_errors_are_json_and_server_keeps_serving(client: TestClient) -> None:
     bad = client.post("/api/upload?name=notes.txt", content=b"not an image", headers=OCTET)
     assert bad.status_code == 400
@@ -235,6 +265,17 @@ def test_cli_threads_below_1_exit_2_before_the_run_is_opened(
     assert main(["app", str(tmp_path / "no-run"), "--threads", "0", "--port", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["latentcam app: error: --threads must be at least 1, got 0"]
+
+
+def test_cli_bad_directions_exit_2(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "w.json").write_text("[1.0, 2.0, 3.0]")
+    assert main(["app", str(runs["vae"]), "--directions", str(tmp_path / "w.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has 3 components; this model has K=8" in err[0]
+    assert main(["app", str(runs["vae"]), "--names", "Smilling", "--port", "0"]) == 2
+    assert "Smilling" in capsys.readouterr().err
 
 
 def test_cli_bad_options_exit_2(runs: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:

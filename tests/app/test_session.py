@@ -1,4 +1,5 @@
-"""ExplorerSession: every picture equals the public API's result computed by hand."""
+"""ExplorerSession: every picture equals the public API's result computed by hand
+(direction sliders included: a one-hot direction moves like its unit)."""
 
 from __future__ import annotations
 
@@ -18,12 +19,14 @@ from latentcam.app.session import (
     image_from_bytes,
     read_z_file,
 )
+from latentcam.concepts import find_directions
 from latentcam.data.classes import ATTRIBUTE_IDS
 from latentcam.data.imageio import load_image
 from latentcam.errors import DataError, InputError
 from latentcam.explain.cam import compute_cams, latent_cams
+from latentcam.explain.directions import DirectionSet, make_direction
 from latentcam.explain.metrics import rank_units
-from latentcam.explain.targets import SegClass
+from latentcam.explain.targets import LatentDirection, SegClass
 from latentcam.explain.traversal import effect_maps
 from latentcam.generate import as_pictures, colorize_labels
 from latentcam.io import write_json
@@ -314,3 +317,130 @@ def test_figure_png(open_session: Open) -> None:
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = Image.open(io.BytesIO(png)).size
     assert 2 * height < width < 5 * height  # two rows of six labelled panels
+
+
+# ----------------------------------------------------------------------------- directions
+
+
+def _one_hot(unit: int, K: int, scale: float, name: str = "e") -> DirectionSet:
+    vector = torch.zeros(K)
+    vector[unit] = 1.0
+    return DirectionSet([make_direction(name, vector, "user", scale=scale)], K)
+
+
+def test_attribute_directions_are_found_on_startup(
+    open_session: Open, runs: dict[str, Path]
+) -> None:
+    s = open_session("vae")
+    expected = find_directions(runs["vae"], kinds=("attributes",), progress=False)
+    assert len(expected) >= 1 and s.directions.names == expected.names
+    torch.testing.assert_close(s.directions.vectors, expected.vectors)
+    info = s.info()
+    assert [d["name"] for d in info["directions"]] == expected.names
+    assert [d["scale"] for d in info["directions"]] == pytest.approx(expected.scales.tolist())
+    assert info["direction_steps"] == [0.0] * len(expected) and info["direction"] is None
+    picked = open_session("vae", names=expected.names[:1])
+    assert picked.directions.names == expected.names[:1]
+
+
+def test_a_one_hot_direction_moves_like_its_unit(open_session: Open) -> None:
+    """Direction e_k with data spread 0.5, moved 1.2 sd, is unit k moved by 0.6: the same z,
+    image, heatmap and (with the effect step scaled alike) effect map."""
+    by_unit = open_session("vae", delta=1.5)
+    unit = by_unit.units[1]
+    K = by_unit.latent_dim
+    by_direction = open_session("vae", directions=_one_hot(unit, K, 0.5))
+    by_unit.set_offset(unit, 0.6)
+    by_direction.set_direction("e", 1.2)
+    torch.testing.assert_close(by_direction.z(), by_unit.z(), rtol=0, atol=1e-6)
+    assert by_direction.offsets.abs().sum() == 0  # the move is the direction's, not an offset
+    torch.testing.assert_close(by_direction.decode().recon, by_unit.decode().recon)
+    _, cam_direction = by_direction.unit_cam()
+    _, cam_unit = by_unit.unit_cam()
+    torch.testing.assert_close(cam_direction, cam_unit, rtol=1e-4, atol=1e-6)
+    # effect: delta 3 sd of 0.5 each = 1.5 latent units, the unit session's delta
+    torch.testing.assert_close(
+        by_direction.unit_effect(), by_unit.unit_effect(), rtol=1e-5, atol=1e-6
+    )
+    live = by_direction.live_view()
+    assert live.direction == "e" and live.step == pytest.approx(1.2) and live.target == "e"
+
+
+def test_direction_maps_are_those_of_latent_direction(open_session: Open) -> None:
+    s = open_session("vae")
+    name = s.directions.names[0]
+    direction = s.directions[name]
+    s.set_offset(s.units[0], 0.5)  # a unit move and a direction move add up
+    s.set_direction(name, -1.5)
+    mu = _mu(s, s.images[0:1], None)
+    z = mu.clone()
+    z[0, s.units[0]] += 0.5
+    z = z + (-1.5 * direction.scale) * direction.vector[None]
+    torch.testing.assert_close(s.z(), z, rtol=0, atol=1e-6)
+    picture = as_pictures(s.decode())
+    expected = compute_cams(s.model, picture, [LatentDirection(direction.vector, name)]).maps
+    _, cam = s.unit_cam()
+    torch.testing.assert_close(cam, expected[:, 0])
+    effect = effect_maps(
+        s.model, z, delta=3.0, directions=(direction.vector * direction.scale)[None]
+    )
+    torch.testing.assert_close(s.unit_effect(), effect[:, 0], rtol=1e-5, atol=1e-6)
+    assert s.info()["direction"] == name
+    assert s.info()["direction_steps"][0] == pytest.approx(-1.5)
+    s.select_unit(s.units[0])  # choosing a unit leaves the direction's move in z
+    assert s.direction is None and s.live_view().target == f"z{s.units[0]}"
+    torch.testing.assert_close(s.z(), z, rtol=0, atol=1e-6)
+    s.reset()
+    torch.testing.assert_close(s.z(), mu, rtol=0, atol=0)
+
+
+def test_cvae_direction_decodes_with_the_condition(open_session: Open) -> None:
+    s = open_session("cvae")
+    assert len(s.directions) >= 1 and s.cond is not None
+    name = s.directions.names[-1]
+    direction = s.directions[name]
+    s.set_direction(name, 2.0)
+    mu = _mu(s, s.images[0:1], s.cond)
+    z = mu + 2.0 * direction.scale * direction.vector[None]
+    with torch.no_grad():
+        expected = s.model.decode(z, s.cond).recon
+    torch.testing.assert_close(s.decode().recon, expected, rtol=0, atol=1e-5)
+
+
+def test_bad_direction_controls_leave_the_state(open_session: Open) -> None:
+    s = open_session("vae")
+    name = s.directions.names[0]
+    with pytest.raises(InputError, match="no direction named 'Smilling'"):
+        s.set_direction("Smilling", 1.0)
+    with pytest.raises(InputError, match="no direction named 'Smilling'"):
+        s.select_direction("Smilling")
+    for value in (float("nan"), 10.5, float("inf")):
+        with pytest.raises(InputError, match=f"step {value} along direction {name}"):
+            s.set_direction(name, value)
+    assert s.direction is None and float(s.direction_steps.abs().sum()) == 0.0
+    other = DirectionSet([make_direction("w", torch.ones(3), "user")], 3)
+    with pytest.raises(InputError, match="K=3 latent units; this model has K=8"):
+        open_session("vae", directions=other)
+
+
+def test_directions_from_a_file_and_the_z_record(open_session: Open, tmp_path: Path) -> None:
+    s = open_session("vae")
+    path = s.directions.select(s.directions.names[:2]).save(tmp_path / "directions.npz")
+    loaded = open_session("vae", directions=path)
+    assert loaded.directions.names == s.directions.names[:2]
+    second = loaded.directions.names[1]
+    loaded.set_offset(loaded.units[0], -0.75)
+    loaded.set_direction(second, 1.25)
+    record = loaded.z_record()
+    assert record["directions"] == {second: pytest.approx(1.25)}
+    saved = write_json(tmp_path / "z.json", record)
+
+    fresh = open_session("vae", directions=path)  # the same directions: the sliders come back
+    fresh.apply_z(read_z_file(saved), str(saved))
+    torch.testing.assert_close(fresh.z(), loaded.z(), rtol=0, atol=1e-6)
+    torch.testing.assert_close(fresh.direction_steps, loaded.direction_steps)
+    bare = open_session("vae", directions=DirectionSet([], s.latent_dim))  # none: kept in z
+    bare.apply_z(read_z_file(saved), str(saved))
+    torch.testing.assert_close(bare.z(), loaded.z(), rtol=0, atol=1e-6)
+    with pytest.raises(InputError, match="missing.npz.* is neither a file nor a finder"):
+        open_session("vae", directions=tmp_path / "missing.npz")

@@ -17,6 +17,9 @@ body of the wrong shape):
                            ``application/octet-stream`` (or ``image/*``)
 ``POST /api/offset``       ``{"unit": k, "value": v}``: set one slider -> live view
 ``POST /api/unit``         ``{"unit": k}``: choose (and add) a unit -> live view
+``POST /api/direction``    ``{"name": "Smiling", "value": t}``: move along a direction by t
+                           data standard deviations (``value`` left out: only choose it)
+                           -> live view
 ``POST /api/attribute``    ``{"name": "Smiling", "value": 1}`` (CVAE) -> live view
 ``POST /api/seg_class``    ``{"cls": c}`` (SegVAE) -> image view
 ``POST /api/reset``        offsets to zero, the image's own attributes -> state
@@ -122,6 +125,9 @@ def live_json(view: LiveView, seconds: float) -> dict[str, Any]:
         "effect": _uri(view.effect),
         "effect_max": view.effect_max,
         "seg_overlay": _uri(view.seg_overlay),
+        "direction": view.direction,
+        "step": view.step,
+        "target": view.target,
         "server_ms": round(seconds * 1000.0, 2),
     }
 
@@ -149,6 +155,11 @@ class OffsetMove(BaseModel):
 
 class UnitChoice(BaseModel):
     unit: int
+
+
+class DirectionMove(BaseModel):
+    name: str
+    value: float | None = None
 
 
 class AttributeToggle(BaseModel):
@@ -315,6 +326,17 @@ def create_app(
     def post_unit(choice: UnitChoice) -> dict[str, Any]:
         def run(s: ExplorerSession) -> dict[str, Any]:
             s.select_unit(choice.unit)
+            return live(s)
+
+        return locked(run)
+
+    @app.post("/api/direction")
+    def post_direction(move: DirectionMove) -> dict[str, Any]:
+        def run(s: ExplorerSession) -> dict[str, Any]:
+            if move.value is None:
+                s.select_direction(move.name)
+            else:
+                s.set_direction(move.name, move.value)
             return live(s)
 
         return locked(run)

@@ -7,12 +7,17 @@ Maps in Generative Models"; a unit nudged by 0.1 ... 0.9 with its heatmap), done
   loaders' :func:`latentcam.data.imageio.load_image`), its posterior mean mu(x), its
   reconstruction decode(mu), the Grad-CAM map of every latent unit (Liu et al., CVPR 2020)
   and their mean;
-- the explored latent z = base + offsets, offsets (K,) set by sliders, base = mu(x) (after
-  loading a saved z: its z - offsets; Reset goes back to mu(x)); decode(z) (a CVAE
-  decodes with the current attribute vector, whose toggles flip attributes); for the chosen
-  unit k, its Grad-CAM map on the decoded image re-encoded (the paper's "heatmap for each
-  iteration") and its effect map |decode(z + d e_k) - decode(z - d e_k)|
-  (:func:`latentcam.explain.traversal.effect_maps`);
+- the explored latent z = base + offsets + sum_j t_j s_j w_j: offsets (K,) set by the unit
+  sliders; t_j set by the direction sliders, in data standard deviations s_j along the
+  direction w_j (:mod:`latentcam.explain.directions`: attribute directions found on the
+  run's data at startup, or read from a file); base = mu(x) (after loading a saved z: its z
+  minus the moves; Reset goes back to mu(x)); decode(z) (a CVAE decodes with the current
+  attribute vector, whose toggles flip attributes); for the chosen unit k (or direction w),
+  its Grad-CAM map on the decoded image re-encoded (the paper's "heatmap for each
+  iteration"; for a direction the map of the score mu . w,
+  :class:`latentcam.explain.targets.LatentDirection`) and its effect map
+  |decode(z + d e_k) - decode(z - d e_k)| (for a direction d s w instead of d e_k;
+  :func:`latentcam.explain.traversal.effect_maps`);
 - a SegVAE's predicted part mask over the face and a per-class Seg-Grad-CAM map
   (Vinogradova et al. 2020, :class:`latentcam.explain.targets.SegClass`).
 
@@ -27,10 +32,14 @@ The latent vector is saved as JSON (:meth:`ExplorerSession.z_record`, read back 
       "run": "runs/vae64",            # the run (or checkpoint) it was explored on
       "model": "vae",                 # model kind: vae | cvae | segvae
       "latent_dim": 100,              # K
-      "z": [ ... K floats ... ],      # the decoded latent, z = base + offsets
+      "z": [ ... K floats ... ],      # the decoded latent (base + every slider's move)
       "cond": [ ... 40 ... ] | null,  # the CVAE attribute vector in [0, 1], else null
-      "offsets": [ ... K floats ... ] # the slider offsets (0 where untouched)
+      "offsets": [ ... K floats ... ],# the unit sliders' offsets (0 where untouched)
+      "directions": {"Smiling": 1.5}  # optional: the moved direction sliders, in data SDs
     }
+
+A record without ``directions`` (or naming directions this session does not have) loads
+with those moves kept inside z: decode(z) is the saved one either way.
 """
 
 from __future__ import annotations
@@ -60,6 +69,7 @@ from latentcam.explain.cam import (
     resolve_layer,
     upsample,
 )
+from latentcam.explain.directions import DirectionSet
 from latentcam.explain.metrics import rank_units
 from latentcam.explain.targets import SegClass
 from latentcam.explain.traversal import PAPER_STEPS, effect_maps
@@ -90,6 +100,10 @@ MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 40_000_000
 #: Sliders move an offset within +-this (in latent units, i.e. prior standard deviations).
 OFFSET_LIMIT = 10.0
+#: Direction sliders move within +-this many data standard deviations along the direction.
+DIRECTION_LIMIT = 10.0
+#: "Play steps" of a chosen direction, in data standard deviations.
+DIRECTION_STEPS = (-2.0, -1.0, 0.0, 1.0, 2.0)
 #: Opacity of heatmaps and masks drawn over a face.
 OVERLAY_ALPHA = 0.5
 
@@ -102,14 +116,19 @@ class LiveView(NamedTuple):
     """What one slider move changes, as PNG bytes.
 
     Attributes:
-        unit: the chosen unit k.
+        unit: the chosen unit k (the last one chosen, also while a direction is).
         offset: its offset.
         decoded: decode(z), the image (or a SegVAE's coloured predicted mask).
-        unit_cam: unit k's Grad-CAM map on decode(z) re-encoded, over decode(z) (for a model
-            that decodes no image: on the input image; ``info()["unit_cam_on"]`` says which).
-        effect: |decode(z + d e_k) - decode(z - d e_k)|, normalised, colour map "magma".
+        unit_cam: the chosen unit's (or direction's) Grad-CAM map on decode(z) re-encoded,
+            over decode(z) (for a model that decodes no image: on the input image;
+            ``info()["unit_cam_on"]`` says which).
+        effect: |decode(z + d e_k) - decode(z - d e_k)| (a direction: d s w instead of
+            d e_k), normalised, colour map "magma".
         effect_max: the largest value of the effect map before normalisation (image units).
         seg_overlay: SegVAE: the predicted part mask of decode(z) over the input, else None.
+        direction: the chosen direction's name, or None when a unit is chosen.
+        step: that direction's move, in data standard deviations (0 for a unit).
+        target: what the maps explain, for captions: "z17" or the direction's name.
     """
 
     unit: int
@@ -119,6 +138,9 @@ class LiveView(NamedTuple):
     effect: bytes
     effect_max: float
     seg_overlay: bytes | None
+    direction: str | None = None
+    step: float = 0.0
+    target: str = ""
 
 
 class ImageView(NamedTuple):
@@ -290,8 +312,11 @@ class ExplorerSession:
         gallery: number of per-unit maps in the gallery, at least 0.
         layer: explanation layer (default: the model's last encoder conv); checked here.
         method: CAM method (see :data:`latentcam.explain.cam.METHODS`).
-        delta: the step d of the effect map, in latent units.
+        delta: the step d of the effect map, in latent units (for a direction: in data
+            standard deviations along it).
         seed: seed of "random image".
+        directions: the directions with a slider (their ``scale`` is one data standard
+            deviation along each), for the model's K units; None for none.
 
     Raises:
         InputError: bad ``images``, ``top``, ``gallery``, ``method`` or an unknown ``layer``
@@ -316,6 +341,7 @@ class ExplorerSession:
         method: str = "gradcam",
         delta: float = 3.0,
         seed: int = 0,
+        directions: DirectionSet | None = None,
     ) -> None:
         if images.dim() != 4 or images.shape[0] < 1:
             raise InputError(f"images must be (N, 3, H, W) with N >= 1, got {tuple(images.shape)}")
@@ -351,6 +377,15 @@ class ExplorerSession:
         self.gallery_size = min(gallery, self.latent_dim)
         self.units: list[int] = self.ranking[: self.top]  # units with a slider
         self.unit = self.units[0]
+        self.directions = DirectionSet([], self.latent_dim) if directions is None else directions
+        if self.directions.latent_dim != self.latent_dim:
+            raise InputError(
+                f"the directions are for K={self.directions.latent_dim} latent units; this "
+                f"model has K={self.latent_dim}: find directions on this run"
+            )
+        self._dir_vectors = self.directions.vectors.to(self.device)  # (T, K)
+        self._dir_scales = self.directions.scales.to(self.device)  # (T,)
+        self.direction: str | None = None  # the chosen direction (None: the unit is)
         self.seg_class = self._default_seg_class()
         self.select_image(0)
 
@@ -363,18 +398,44 @@ class ExplorerSession:
         data: str | Path | None = None,
         n: int = 64,
         split: str = "val",
+        directions: DirectionSet | str | Path | None = None,
+        names: list[str] | None = None,
         **options: Any,
     ) -> ExplorerSession:
         """Load a run and ``n`` images of ``split`` of its data (or ``data``).
 
+        Args:
+            directions: the direction sliders: a :class:`DirectionSet`, or what
+                ``--directions`` takes (a ``directions.npz`` or vector file, or a finder name
+                such as ``attributes``; :func:`latentcam.concepts.resolve_directions`), or
+                None: the attribute directions of the run's training split when the data has
+                attributes (:func:`latentcam.concepts.find_directions`), else none.
+            names: keep only these directions (in this order).
+            options: the other arguments of :class:`ExplorerSession`.
+
         Raises:
-            CheckpointError, DataError, InputError: see :func:`latentcam.runs.open_run_data`.
+            CheckpointError, DataError, InputError: see :func:`latentcam.runs.open_run_data`;
+                an unreadable directions file, an unknown name, directions of another width.
         """
+        from latentcam.concepts import find_directions, resolve_directions
         from latentcam.runs import open_run_data
 
         batch = open_run_data(run, data=data, n=n, split=split, progress=False)
         source = str(run) if not isinstance(run, LoadedRun) else ""
-        return cls(batch.run, batch.images, batch.attrs, source=source, **options)
+        if isinstance(directions, DirectionSet):
+            found = directions.select(names)
+        elif directions is not None:
+            found = resolve_directions(str(directions), batch.run, data, names, progress=False)
+        elif batch.attrs is not None:
+            found = find_directions(batch.run, data, ("attributes",), names=names, progress=False)
+        else:
+            if names:
+                raise InputError(
+                    "--names picks attribute directions, but this data has no attributes; "
+                    "give a directions file with --directions"
+                )
+            found = None
+        return cls(batch.run, batch.images, batch.attrs, source=source, directions=found, **options)
 
     # ------------------------------------------------------------------ info
 
@@ -409,6 +470,21 @@ class ExplorerSession:
             "units": list(self.units),
             "unit": self.unit,
             "offsets": [round(float(v), 4) for v in self.offsets],
+            # direction sliders: name, kind, one data SD along w, and the held-out score
+            "directions": [
+                {
+                    "name": d.name,
+                    "kind": d.kind,
+                    "scale": float(d.scale),
+                    "parts": list(d.parts),
+                    "auroc": d.scores.get("auroc"),
+                }
+                for d in self.directions
+            ],
+            "direction_steps": [round(float(v), 4) for v in self.direction_steps],
+            "direction": self.direction,
+            "direction_limit": DIRECTION_LIMIT,
+            "direction_play": list(DIRECTION_STEPS),
             "attributes": list(ATTRIBUTE_NAMES) if self.cond is not None else [],
             "cond": None if self.cond is None else [float(v) for v in self.cond[0]],
             "seg_classes": self.seg_classes,
@@ -435,6 +511,7 @@ class ExplorerSession:
         self.mu = mu  # (1, K): the posterior mean of the input; the reconstruction decodes it
         self.base = mu.clone()  # (1, K): z = base + offsets; mu, or z - offsets of a loaded z
         self.offsets = torch.zeros(self.latent_dim, device=self.device)
+        self.direction_steps = torch.zeros(len(self.directions), device=self.device)  # (T,)
         self._input_cams: Tensor | None = None
 
     def select_image(self, index: int) -> None:
@@ -483,8 +560,39 @@ class ExplorerSession:
     def select_unit(self, unit: int) -> None:
         """Make ``unit`` the chosen unit (maps and effect map); it gets a slider."""
         self.unit = self._check_unit(unit)
+        self.direction = None
         if unit not in self.units:
             self.units.append(unit)
+
+    def _direction_index(self, name: str) -> int:
+        names = self.directions.names
+        if not isinstance(name, str) or name not in names:
+            raise InputError(
+                f"no direction named {name!r}; this session has: {', '.join(names) or '(none)'}"
+            )
+        return names.index(name)
+
+    def select_direction(self, name: str) -> None:
+        """Make direction ``name`` the chosen one (maps and effect map)."""
+        self._direction_index(name)
+        self.direction = name
+
+    def set_direction(self, name: str, value: float) -> None:
+        """Move along direction ``name`` by ``value`` data standard deviations (and choose
+        it): z = base + offsets + value * scale * w (+ the other directions' moves).
+
+        Raises:
+            InputError: an unknown name, or a value that is not finite or beyond
+                +-:data:`DIRECTION_LIMIT`; the state is then unchanged.
+        """
+        index = self._direction_index(name)
+        if not math.isfinite(value) or abs(value) > DIRECTION_LIMIT:
+            raise InputError(
+                f"step {value} along direction {name} must be a finite number of data standard "
+                f"deviations in [-{DIRECTION_LIMIT:g}, {DIRECTION_LIMIT:g}]"
+            )
+        self.direction = name
+        self.direction_steps[index] = float(value)
 
     def set_offset(self, unit: int, value: float) -> None:
         """Set the offset of ``unit`` (and choose it): z_unit = base_unit + value.
@@ -527,13 +635,21 @@ class ExplorerSession:
         the image's own."""
         self.base = self.mu.clone()
         self.offsets.zero_()
+        self.direction_steps.zero_()
         self.cond = None if self.image_cond is None else self.image_cond.clone()
 
     # ------------------------------------------------------------------ computations
 
+    def direction_shift(self) -> Tensor:
+        """The direction sliders' move sum_j t_j s_j w_j, (K,) (zeros without directions)."""
+        if not len(self.directions):
+            return torch.zeros(self.latent_dim, device=self.device)
+        return (self.direction_steps * self._dir_scales) @ self._dir_vectors
+
     def z(self) -> Tensor:
-        """The explored latent (1, K): base + offsets (base = mu(x) unless a z was loaded)."""
-        return self.base + self.offsets[None]
+        """The explored latent (1, K): base + offsets + the direction moves (base = mu(x)
+        unless a z was loaded)."""
+        return self.base + self.offsets[None] + self.direction_shift()[None]
 
     @torch.no_grad()
     def decode(self) -> Decoded:
@@ -555,7 +671,8 @@ class ExplorerSession:
         return self._input_cams
 
     def unit_cam(self, picture: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """The chosen unit's Grad-CAM map on decode(z) re-encoded (with the current condition).
+        """The chosen unit's Grad-CAM map on decode(z) re-encoded (with the current condition);
+        when a direction is chosen, the map of its score mu . w (``LatentDirection``).
 
         For a model that decodes no image, the map of the input image instead.
 
@@ -567,19 +684,42 @@ class ExplorerSession:
         else:
             explained = as_pictures(self.decode()) if picture is None else picture
             cond = self.cond
-        result = latent_cams(
-            self.model, explained, cond, units=[self.unit], layer=self.layer, method=self.method
-        )
+        if self.direction is not None:
+            target = self.directions[self.direction].target
+            result = compute_cams(
+                self.model, explained, [target], cond, layer=self.layer, method=self.method
+            )
+        else:
+            result = latent_cams(
+                self.model, explained, cond, units=[self.unit], layer=self.layer, method=self.method
+            )
         return explained, result.maps[:, 0]
 
     def _no_image(self) -> bool:
         return self.kind == "segvae" and not self.run.config.model.seg_recon_image
 
     def unit_effect(self) -> Tensor:
-        """|decode(z + d e_k) - decode(z - d e_k)| of the chosen unit k, (1, H, W)."""
-        return effect_maps(self.model, self.z(), [self.unit], delta=self.delta, cond=self.cond)[
-            :, 0
-        ]
+        """|decode(z + d e_k) - decode(z - d e_k)| of the chosen unit k, (1, H, W); for a
+        chosen direction w with data spread s, d s w instead of d e_k."""
+        if self.direction is not None:
+            index = self._direction_index(self.direction)
+            row = (self._dir_vectors[index] * self._dir_scales[index])[None]  # (1, K)
+            effects = effect_maps(
+                self.model, self.z(), delta=self.delta, cond=self.cond, directions=row
+            )
+        else:
+            effects = effect_maps(
+                self.model, self.z(), [self.unit], delta=self.delta, cond=self.cond
+            )
+        return effects[:, 0]
+
+    def target_label(self) -> tuple[str, float]:
+        """What the maps explain ("z17" or a direction's name) and its move (an offset in
+        latent units, or a step in data standard deviations)."""
+        if self.direction is not None:
+            index = self._direction_index(self.direction)
+            return self.direction, float(self.direction_steps[index])
+        return f"z{self.unit}", float(self.offsets[self.unit])
 
     def seg_cam(self) -> Tensor:
         """SegVAE: Seg-Grad-CAM of the chosen class over its predicted region on the input,
@@ -604,6 +744,12 @@ class ExplorerSession:
         seg_overlay = None
         if decoded.seg_logits is not None:
             seg_overlay = png_bytes(mask_overlay(self.image, decoded.seg_logits)[0])
+        target, _ = self.target_label()
+        step = (
+            0.0
+            if self.direction is None
+            else float(self.direction_steps[self._direction_index(self.direction)])
+        )
         return LiveView(
             unit=self.unit,
             offset=float(self.offsets[self.unit]),
@@ -612,6 +758,9 @@ class ExplorerSession:
             effect=effect_png,
             effect_max=effect_max,
             seg_overlay=seg_overlay,
+            direction=self.direction,
+            step=step,
+            target=target,
         )
 
     def image_view(self) -> ImageView:
@@ -653,6 +802,12 @@ class ExplorerSession:
         explained, cam = self.unit_cam(picture)
         effect = normalise(self.unit_effect(), per="map")
         where = "input" if self._no_image() else "re-encoded"
+        target, move = self.target_label()
+        if self.direction is None:
+            moved, named = f"{target}{move:+.2f}", f"unit {self.unit}"
+            step = f"d={self.delta:g}"
+        else:
+            moved, named, step = f"{target} {move:+.2f} sd", target, f"d={self.delta:g} sd"
         cells = [
             to_uint8_hwc(self.image)[0],
             to_uint8_hwc(as_pictures(self.reconstruction()))[0],
@@ -665,9 +820,9 @@ class ExplorerSession:
             "input",
             "reconstruction",
             "mean Grad-CAM",
-            f"decoded (z{self.unit}{float(self.offsets[self.unit]):+.2f})",
-            f"Grad-CAM unit {self.unit} ({where})",
-            f"effect unit {self.unit} (d={self.delta:g})",
+            f"decoded ({moved})",
+            f"Grad-CAM {named} ({where})",
+            f"effect {named} ({step})",
         ]
         if decoded.seg_logits is not None:
             cells.append(mask_overlay(self.image, decoded.seg_logits)[0])
@@ -715,14 +870,21 @@ class ExplorerSession:
             "z": [float(v) for v in self.z()[0]],
             "cond": None if self.cond is None else [float(v) for v in self.cond[0]],
             "offsets": [float(v) for v in self.offsets],
+            "directions": {
+                name: float(step)
+                for name, step in zip(self.directions.names, self.direction_steps, strict=True)
+                if float(step) != 0.0
+            },
         }
 
     def apply_z(self, record: Mapping[str, Any], where: str = "latent vector") -> None:
         """Start from a saved latent vector: z and offsets (and a CVAE's condition) as saved.
 
         The input image and mu(x) stay (the reconstruction is still decode(mu)); the base of
-        z becomes ``z - offsets``, so that decode(z) is the saved one and the sliders show the
-        saved offsets. :meth:`reset` goes back to z = mu(x).
+        z becomes ``z`` minus the saved moves, so that decode(z) is the saved one and the
+        sliders show the saved offsets (and direction steps, when this session has every
+        direction the record names; else those moves stay inside the base).
+        :meth:`reset` goes back to z = mu(x).
 
         Raises:
             InputError: a malformed record, or one of another model kind or latent size.
@@ -739,7 +901,19 @@ class ExplorerSession:
             )
         z = torch.tensor(record["z"], dtype=torch.float32, device=self.device)
         offsets = torch.tensor(record["offsets"], dtype=torch.float32, device=self.device)
-        self.base = (z - offsets)[None]
+        moves = record.get("directions") or {}
+        steps = torch.zeros(len(self.directions), device=self.device)
+        if isinstance(moves, dict) and all(
+            name in self.directions.names
+            and isinstance(value, (int, float))
+            and math.isfinite(value)
+            and abs(value) <= DIRECTION_LIMIT
+            for name, value in moves.items()
+        ):
+            for name, value in moves.items():
+                steps[self._direction_index(name)] = float(value)
+        self.direction_steps = steps
+        self.base = (z - offsets)[None] - self.direction_shift()[None]
         self.offsets = offsets
         if self.cond is not None and record.get("cond") is not None:
             self.cond = torch.tensor(record["cond"], device=self.device)[None]
@@ -749,4 +923,6 @@ class ExplorerSession:
                 self.units.append(unit)
         if moved:
             self.unit = moved[0]
+        steered = [int(j) for j in torch.nonzero(steps).flatten()]
+        self.direction = self.directions.names[steered[0]] if steered and not moved else None
         self.image_source += f" (z from {where})"

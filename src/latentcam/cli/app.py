@@ -22,7 +22,9 @@ def register(subparsers: Any) -> None:
         description=(
             "Serve a local page (fully offline) to explore a run: pick or upload an image, "
             "move latent units with sliders and watch the decoded image, the unit's Grad-CAM "
-            "on the re-encoded output and its effect map update live; CVAE attribute "
+            "on the re-encoded output and its effect map update live; direction sliders "
+            "(attribute directions found on the run's data, or --directions FILE) move along "
+            "concepts in data standard deviations, with their heatmaps; CVAE attribute "
             "toggles; SegVAE part mask and Seg-Grad-CAM per class; save the view as PNG "
             "and the latent vector as JSON (read back with --z)."
         ),
@@ -65,6 +67,19 @@ def register(subparsers: Any) -> None:
         default="val",
         help="split the images come from (default: %(default)s)",
     )
+    p.add_argument(
+        "--directions",
+        metavar="FILE|FINDER",
+        help="direction sliders: a directions.npz written by 'latentcam directions', a vector "
+        "file (.npy, .json, .txt/.csv: one vector of K numbers per line), or a finder fit on the "
+        "run's training split: attributes, factors, pca, sefa, jacobian (comma-separated to "
+        "combine) (default: attributes, when the data has attributes)",
+    )
+    p.add_argument(
+        "--names",
+        metavar="LIST",
+        help="the directions with a slider, e.g. Smiling,Eyeglasses (default: all)",
+    )
     p.add_argument("--layer", metavar="NAME", help="explanation layer (default: last encoder conv)")
     p.add_argument(
         "--method", choices=METHODS, default="gradcam", help="CAM method (default: %(default)s)"
@@ -78,6 +93,7 @@ def run_app(args: argparse.Namespace) -> int:
 
     from latentcam.app.server import bind_socket, create_app, make_server, server_url
     from latentcam.app.session import ExplorerSession, read_z_file
+    from latentcam.cli.directions import split_names
 
     check_threads(args.threads)
     record = read_z_file(args.z) if args.z else None  # a bad file fails before the model loads
@@ -89,7 +105,14 @@ def run_app(args: argparse.Namespace) -> int:
         "layer": args.layer,
         "method": args.method,
     }
-    session = ExplorerSession.open(args.run, data=args.data, **options)
+    # the directions belong to this run: a checkpoint loaded from the page finds its own
+    session = ExplorerSession.open(
+        args.run,
+        data=args.data,
+        directions=args.directions,
+        names=split_names(args.names),
+        **options,
+    )
     if record is not None:
         session.apply_z(record, args.z)
     sock = bind_socket(args.host, args.port)

@@ -3,7 +3,9 @@
 Sections follow the paper: input, reconstruction and averaged heatmap (Fig. 9); per-unit
 heatmaps (Figs. 13-16); traversals with their heatmaps and effect maps (Fig. 10); CVAE
 reconstructions and attribute edits (Figs. 11-12); segmentation and Seg-Grad-CAM (Fig. 7);
-then the measurements the paper asks for and never supplies (:mod:`latentcam.evaluate`).
+then the measurements the paper asks for and never supplies (:mod:`latentcam.evaluate`), and
+what the model knows about each attribute: latent directions scored against the face parts
+(:mod:`latentcam.report.directions`).
 Everything is computed from the checkpoint and the run's data; only ``out`` is written.
 """
 
@@ -19,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from latentcam.concepts import evaluation_directions
 from latentcam.data.classes import ATTRIBUTE_IDS, PART_NAMES
 from latentcam.errors import InputError
 from latentcam.evaluate import evaluate, jsonable
@@ -38,6 +41,7 @@ from latentcam.io import (
 )
 from latentcam.models.segvae import predicted_labels
 from latentcam.report import plots
+from latentcam.report.directions import directions_section
 from latentcam.report.figures import figure_png_bytes, overlay, panel_grid, to_uint8_hwc
 from latentcam.report.html import Report
 from latentcam.runs import RunData, check_run_output, open_run_data
@@ -165,9 +169,25 @@ def _write_report(
     """The figures and metrics of ``batch`` into the (new, empty) folder ``out``."""
     cfg = batch.run.config
     model = batch.run.model
+    found = None
+    if batch.attrs is not None:  # found once: the metrics score these, the section shows them
+        found = evaluation_directions(
+            batch.run,
+            batch.data_path,
+            has_attrs=True,
+            has_factors=batch.factors is not None,
+            progress=progress,
+        )
     log.info("evaluating %d images", batch.images.shape[0])
     metrics = jsonable(
-        evaluate(batch, layers=layers, method=method, methods=methods, progress=progress)
+        evaluate(
+            batch,
+            layers=layers,
+            method=method,
+            methods=methods,
+            progress=progress,
+            directions=False if found is None else found,
+        )
     )
     write_json(out / "metrics.json", metrics)
     show = _subset(batch, n)
@@ -191,6 +211,8 @@ def _write_report(
         _fig7(report, show)
     _metrics_sections(report, metrics, out)
     _where_it_acts(report, show, metrics)
+    if found is not None:
+        directions_section(report, batch, metrics, found)
     return report.write(out)
 
 

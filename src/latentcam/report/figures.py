@@ -87,18 +87,32 @@ def save_png(path: str | Path, image: np.ndarray) -> Path:
     return path
 
 
-def figure_png_bytes(fig: matplotlib.figure.Figure, dpi: int = 120) -> bytes:
-    """A matplotlib figure as PNG bytes (tight bounding box); the figure is closed."""
+def figure_png_bytes(
+    fig: matplotlib.figure.Figure, dpi: int = 120, max_width: int | None = None
+) -> bytes:
+    """A matplotlib figure as PNG bytes (tight bounding box); the figure is closed.
+
+    With ``max_width`` (pixels), a figure that comes out wider is drawn again at the dpi
+    that makes it fit, so that a page never shrinks it (shrunk text reads badly).
+    """
     import io
 
     import matplotlib.pyplot as plt
 
-    buffer = io.BytesIO()
+    def render(at: float) -> bytes:
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=at, bbox_inches="tight")
+        return buffer.getvalue()
+
     try:
-        fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+        png = render(dpi)
+        if max_width is not None:
+            width = Image.open(io.BytesIO(png)).size[0]
+            if width > max_width:
+                png = render(dpi * max_width / width * 0.995)
     finally:
         plt.close(fig)
-    return buffer.getvalue()
+    return png
 
 
 def save_figure(fig: matplotlib.figure.Figure, path: str | Path, dpi: int = 120) -> Path:

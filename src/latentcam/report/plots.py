@@ -231,13 +231,14 @@ def captioned_panels(
     return fig
 
 
-def direction_ranking(rows: Sequence[Mapping[str, Any]]) -> Figure:
+def direction_ranking(rows: Sequence[Mapping[str, Any]], panel_width: float = 5.2) -> Figure:
     """The most significant latent directions: held-out AUROC of each attribute direction
     beside its best single unit's, and the explained variance of unsupervised directions.
 
     Args:
         rows: one mapping per direction with ``name``, ``kind`` and its scores (``auroc``,
             ``best_unit``, ``best_unit_auroc`` for attributes; ``explained_variance``).
+        panel_width: inches per panel (the labels come on top of it).
     """
     supervised = [r for r in rows if r.get("auroc") is not None]
     supervised.sort(key=lambda r: -float(r["auroc"]))
@@ -247,7 +248,10 @@ def direction_ranking(rows: Sequence[Mapping[str, Any]]) -> Figure:
     panels = [p for p in (supervised, unsupervised) if p]
     height = max(2.4, 0.24 * max((len(p) for p in panels), default=1) + 1.4)
     fig, axes = plt.subplots(
-        1, max(1, len(panels)), figsize=(5.2 * max(1, len(panels)), height), squeeze=False
+        1,
+        max(1, len(panels)),
+        figsize=(panel_width * max(1, len(panels)), height),
+        squeeze=False,
     )
     col = 0
     if supervised:
@@ -288,4 +292,73 @@ def direction_ranking(rows: Sequence[Mapping[str, Any]]) -> Figure:
         ax.set_xlabel("share of variance (PCA) or of the layer's energy (SeFa, Jacobian)")
         ax.set_title("Unsupervised directions")
     fig.tight_layout()
+    return fig
+
+
+def titled_panels(
+    rows: Sequence[Sequence[np.ndarray | None]],
+    titles: Sequence[Sequence[str]],
+    row_labels: Sequence[str] = (),
+    lead: int = 0,
+    outlines: Mapping[tuple[int, int], np.ndarray] | None = None,
+    title: str = "",
+    cell_inches: float = 1.2,
+) -> Figure:
+    """A grid of uint8 (H, W, 3) panels, each with its own short title above it.
+
+    Args:
+        rows: R rows of C panels (None leaves a cell empty).
+        titles: R rows of C titles ("" for none).
+        row_labels: one label left of each row (or none).
+        lead: the first ``lead`` columns form a block set apart from the rest by a gap (e.g.
+            still maps on the left, a traversal on the right); 0 for none.
+        outlines: (row, column) -> bool mask (H, W), drawn as a white contour over that
+            panel (e.g. the face part a heatmap should point at).
+        title: figure title.
+        cell_inches: the side of one panel; the figure is drawn at the size it is shown
+            (110 dpi in the report), so keep ``cell_inches * C`` within about 10 inches.
+    """
+    nrows = len(rows)
+    ncols = max(len(r) for r in rows)
+    gap = 0.35 if 0 < lead < ncols else 0.0
+    label_room = 0.3 if row_labels else 0.0
+    widths = [1.0] * ncols
+    if gap:
+        widths.insert(lead, gap / cell_inches)
+    head = (0.24 if title else 0.0) + 0.2  # inches above the grid: the title, row 0's titles
+    fig = plt.figure(
+        figsize=(cell_inches * ncols + gap + label_room, (cell_inches + 0.26) * nrows + head)
+    )
+    grid = fig.add_gridspec(
+        nrows,
+        len(widths),
+        width_ratios=widths,
+        left=label_room / fig.get_figwidth(),
+        right=0.995,
+        bottom=0.01,
+        top=1.0 - head / fig.get_figheight(),
+        wspace=0.06,
+        hspace=0.26 / cell_inches,
+    )
+    for r in range(nrows):
+        for c in range(ncols):
+            ax = fig.add_subplot(grid[r, c + (1 if gap and c >= lead else 0)])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            panel = rows[r][c] if c < len(rows[r]) else None
+            if panel is not None:
+                ax.imshow(panel, interpolation="nearest")
+                mask = (outlines or {}).get((r, c))
+                if mask is not None and mask.any() and not mask.all():
+                    ax.contour(mask.astype(float), levels=[0.5], colors="white", linewidths=0.9)
+            if c < len(titles[r]) and titles[r][c]:
+                ax.set_title(titles[r][c], fontsize=7.5, pad=2)
+            if c == 0 and r < len(row_labels):
+                ax.set_ylabel(row_labels[r], fontsize=8)
+    if title:
+        fig.suptitle(
+            title, fontsize=10, x=0.01, y=1.0 - 0.04 / fig.get_figheight(), ha="left", va="top"
+        )
     return fig

@@ -8,6 +8,7 @@
 const $ = (id) => document.getElementById(id);
 let info = null;
 let shownUnits = "";
+let shownDirections = null;
 window.__latencies = [];
 window.__updates = 0;
 
@@ -96,10 +97,19 @@ function renderInfo(next) {
     const input = row.querySelector("input");
     if (document.activeElement !== input || playing) input.value = info.offsets[unit];
     row.querySelector(".value").textContent = Number(input.value).toFixed(2);
-    row.classList.toggle("chosen", unit === info.unit);
+    row.classList.toggle("chosen", unit === info.unit && info.direction === null);
+  }
+  const names = info.directions.map((d) => d.name);
+  if (shownDirections === null || names.join("\n") !== shownDirections) buildDirectionSliders();
+  for (const row of document.querySelectorAll(".dslider")) {
+    const index = Number(row.dataset.index);
+    const input = row.querySelector("input");
+    if (document.activeElement !== input || playing) input.value = info.direction_steps[index];
+    row.querySelector(".value").textContent = Number(input.value).toFixed(2);
+    row.classList.toggle("chosen", names[index] === info.direction);
   }
   for (const fig of document.querySelectorAll(".gallery figure")) {
-    fig.classList.toggle("chosen", Number(fig.dataset.unit) === info.unit);
+    fig.classList.toggle("chosen", Number(fig.dataset.unit) === info.unit && info.direction === null);
   }
   renderAttributes();
   renderSegClasses();
@@ -131,6 +141,39 @@ function buildSliders() {
     box.append(row);
   }
   shownUnits = info.units.join(",");
+}
+
+// One slider per direction, in data standard deviations along it. Names come from a file
+// or the finders: they are only ever set as text, never as markup.
+function buildDirectionSliders() {
+  const box = $("dir-sliders");
+  box.replaceChildren();
+  info.directions.forEach((d, index) => {
+    const row = document.createElement("div");
+    row.className = "dslider";
+    row.dataset.index = index;
+    const label = document.createElement("label");
+    label.textContent = d.name;
+    const score = d.auroc === null || d.auroc === undefined ? "" : `; held-out AUROC ${d.auroc.toFixed(2)}`;
+    const parts = d.parts.length ? `; parts ${d.parts.join(", ")}` : "";
+    label.title = `${d.kind} direction; 1 sd = ${d.scale.toPrecision(3)} along w${score}${parts}; click to choose`;
+    label.addEventListener("click", () => chooseDirection(d.name));
+    const input = document.createElement("input");
+    input.type = "range";
+    input.min = -3;
+    input.max = 3;
+    input.step = 0.05;
+    input.value = info.direction_steps[index];
+    input.id = `dslider-${index}`;
+    input.setAttribute("aria-label", `steps along direction ${d.name}`);
+    input.addEventListener("input", () => onDirection(d.name, Number(input.value)));
+    const value = document.createElement("span");
+    value.className = "value";
+    row.append(label, input, value);
+    box.append(row);
+  });
+  $("dir-panel").hidden = info.directions.length === 0;
+  shownDirections = info.directions.map((d) => d.name).join("\n");
 }
 
 function renderAttributes() {
@@ -197,10 +240,13 @@ async function renderImage(image) {
 }
 
 async function renderLive(live) {
-  $("cap-decoded").textContent = `decoded: z${live.unit} ${live.offset >= 0 ? "+" : ""}${live.offset.toFixed(2)}`;
+  const target = live.target || `z${live.unit}`;
+  const move = live.direction === null ? live.offset : live.step;
+  const sd = live.direction === null ? "" : " sd";
+  $("cap-decoded").textContent = `decoded: ${target} ${move >= 0 ? "+" : ""}${move.toFixed(2)}${sd}`;
   const where = info && info.unit_cam_on === "input" ? "on the input" : "re-encoded";
-  $("cap-unitcam").textContent = `Grad-CAM z${live.unit} (${where})`;
-  $("cap-effect").textContent = `effect z${live.unit} ±${info ? info.delta : ""} (max ${live.effect_max.toFixed(3)})`;
+  $("cap-unitcam").textContent = `Grad-CAM ${target} (${where})`;
+  $("cap-effect").textContent = `effect ${target} ±${info ? info.delta : ""}${sd} (max ${live.effect_max.toFixed(3)})`;
   await Promise.all([
     setImg($("img-decoded"), live.decoded),
     setImg($("img-unitcam"), live.unit_cam),
@@ -236,24 +282,35 @@ function run(action) {
 }
 
 // ------------------------------------------------------------------ slider moves
-// A move made while the queue is busy replaces the move still waiting in it (if any).
+// A move made while the queue is busy replaces the move of the same slider still waiting
+// in it (if any); moves of other sliders wait their turn, in the order made.
 
-let pendingMove = null;
+const pendingMoves = new Map();
 let playing = false;
 
-function onSlider(unit, value) {
-  const waiting = pendingMove !== null;
-  pendingMove = { unit: unit, value: value, t0: performance.now() };
+function queueMove(key, path, body) {
+  const waiting = pendingMoves.size > 0;
+  pendingMoves.set(key, { path: path, body: body, t0: performance.now() });
   if (waiting) return;
   run(async () => {
-    const move = pendingMove;
-    pendingMove = null;
-    await sendMove(move);
+    while (pendingMoves.size > 0) {
+      const [first, move] = pendingMoves.entries().next().value;
+      pendingMoves.delete(first);
+      await sendMove(move);
+    }
   });
 }
 
+function onSlider(unit, value) {
+  queueMove(`unit ${unit}`, "/api/offset", { unit: unit, value: value });
+}
+
+function onDirection(name, value) {
+  queueMove(`direction ${name}`, "/api/direction", { name: name, value: value });
+}
+
 async function sendMove(move) {
-  const result = await api("POST", "/api/offset", { unit: move.unit, value: move.value });
+  const result = await api("POST", move.path, move.body);
   renderInfo(result.info);
   await renderLive(result.live);
   const ms = performance.now() - move.t0;
@@ -264,6 +321,14 @@ async function sendMove(move) {
 function chooseUnit(unit) {
   return run(async () => {
     const result = await api("POST", "/api/unit", { unit: unit });
+    renderInfo(result.info);
+    await renderLive(result.live);
+  });
+}
+
+function chooseDirection(name) {
+  return run(async () => {
+    const result = await api("POST", "/api/direction", { name: name });
     renderInfo(result.info);
     await renderLive(result.live);
   });
@@ -281,15 +346,23 @@ async function play() {
   if (playing) return;
   playing = true;
   $("play").disabled = true;
+  // the chosen unit over the paper's steps, or the chosen direction over -2 ... 2 sd
   const unit = info.unit;
+  const direction = info.direction;
+  const index = info.directions.findIndex((d) => d.name === direction);
+  const steps = direction === null ? info.steps : info.direction_play;
   try {
-    for (const step of info.steps) {
+    for (const step of steps) {
       let failed = false;
       await run(async () => {
-        const slider = $(`slider-${unit}`);
+        const slider = direction === null ? $(`slider-${unit}`) : $(`dslider-${index}`);
         if (slider) slider.value = step;
+        const move =
+          direction === null
+            ? { path: "/api/offset", body: { unit: unit, value: step } }
+            : { path: "/api/direction", body: { name: direction, value: step } };
         try {
-          await sendMove({ unit: unit, value: step, t0: performance.now() });
+          await sendMove({ ...move, t0: performance.now() });
         } catch (err) {
           failed = true;
           throw err;
@@ -363,6 +436,7 @@ $("ckpt-form").addEventListener("submit", (event) => {
     try {
       const state = await api("POST", "/api/checkpoint", { path: $("ckpt-path").value });
       shownUnits = "";
+      shownDirections = null;
       $("attrs").replaceChildren();
       await renderState(state);
     } finally {

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+import latentcam
 from latentcam.config import ModelConfig
 from latentcam.errors import InputError
 from latentcam.models.base import GenerativeModel
@@ -55,6 +56,7 @@ def test_own_models_satisfy_the_protocol(
     model = _model(kind, **overrides)
     assert isinstance(model, LatentModel)
     assert check_model(model) is model
+    assert latentcam.adapt(model) is model  # our own models are returned as they are
     assert model.outputs == frozenset(outputs)
     assert has_image_output(model) == (IMAGE in outputs)
     assert has_seg_output(model) == (SEGMENTATION in outputs)
@@ -75,3 +77,8 @@ def test_own_models_satisfy_the_protocol(
 def test_check_model_names_what_is_missing() -> None:
     with pytest.raises(InputError, match=r"Linear is not a latentcam model: it lacks encode, "):
         check_model(torch.nn.Linear(2, 2))
+
+
+def test_adapt_refuses_another_size_for_our_model() -> None:
+    with pytest.raises(InputError, match=r"built for 16x16 images, not 32x32"):
+        latentcam.adapt(_model("vae"), image_size=32)

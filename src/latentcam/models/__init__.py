@@ -2,11 +2,13 @@
 
 ``build_model(cfg.model)`` builds any of them; every model honours the contract of
 :mod:`latentcam.models.base` and names its default explanation layer. The capabilities the
-tools read are the protocol of :mod:`latentcam.models.protocol`.
+tools read are the protocol of :mod:`latentcam.models.protocol`; :func:`adapt` and
+:func:`wrap` (:mod:`latentcam.models.adapters`) make other libraries' VAEs meet it.
 """
 
 from __future__ import annotations
 
+from latentcam.models.adapters import Adapter, adapt, wrap
 from latentcam.models.base import Decoded, GenerativeModel, VAEOutput
 from latentcam.models.blocks import LayerShape
 from latentcam.models.cvae import ConditionalVAE
@@ -29,6 +31,7 @@ __all__ = [
     "IMAGE",
     "MODEL_CLASSES",
     "SEGMENTATION",
+    "Adapter",
     "ConditionalVAE",
     "Decoded",
     "GenerativeModel",
@@ -38,10 +41,12 @@ __all__ = [
     "UNet",
     "VAE",
     "VAEOutput",
+    "adapt",
     "build_model",
     "check_model",
     "has_image_output",
     "has_seg_output",
     "is_conditional",
     "is_spatial",
+    "wrap",
 ]

@@ -19,13 +19,12 @@ A model is anything that satisfies :class:`LatentModel`: our own ``VAE``,
 - ``encoder_layers()``: dotted names (in ``model.named_modules()``) of the encoder's conv
   layers or blocks, shallow (high resolution) to deep; ``explain_layer``: the default one.
 
-The plan (issue "explain any VAE"): the tools still compare ``cfg.model.kind`` in about
-30 places (training, data module, report, evaluate, runs, CLI, app, traversal). Each of
+The plan: the tools still compare ``cfg.model.kind`` in about
+25 places (training, data module, report, evaluate, runs, CLI, app, traversal). Each of
 those comparisons becomes a question to this protocol, through the helpers below:
 "cvae" -> :func:`is_conditional`, "segvae" -> :func:`has_seg_output` (and "has an image"
 -> :func:`has_image_output`), a spatial bottleneck -> :func:`is_spatial`. That rewrite is a
-later, separate step (those files are being edited elsewhere); new code asks the helpers.
-Only the model registry (which class to build from a config) and the training module's
+separate step; new code asks the helpers. Only the model registry (which class to build from a config) and the training module's
 choice of loss keep a kind string.
 """
 

@@ -13,7 +13,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load_model"]
+__all__ = ["__version__", "adapt", "load_model", "wrap"]
 
 
 def __getattr__(name: str) -> Any:  # lazy: ``import latentcam`` stays light
@@ -21,4 +21,8 @@ def __getattr__(name: str) -> Any:  # lazy: ``import latentcam`` stays light
         from latentcam.training.checkpoint import load_model
 
         return load_model
+    if name in ("adapt", "wrap"):  # other libraries' VAEs as latentcam models
+        from latentcam.models import adapters
+
+        return getattr(adapters, name)
     raise AttributeError(name)

@@ -264,6 +264,49 @@ def test_chunking_does_not_change_maps() -> None:
     torch.testing.assert_close(whole.maps, chunked.maps)
 
 
+class _NoBatchingRule(torch.autograd.Function):
+    """x -> x * x, whose backward asks a question that vmap cannot answer (as diffusers'
+    attention does on the CPU), so a batched backward through it fails."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, acts: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(acts)
+        return acts * acts
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
+        (acts,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        grad.is_contiguous(memory_format=torch.channels_last)
+        return 2 * acts * grad
+
+
+class SquaredHead(nn.Module):
+    """conv -> A -> A * A (no batching rule) -> flatten -> Linear."""
+
+    explain_layer = "conv"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+        self.fc = nn.Linear(3 * 16, 5)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> VAEOutput:
+        return _output(self.fc(_NoBatchingRule.apply(self.conv(x)).flatten(1)))
+
+
+def test_op_without_batching_rule_falls_back_to_one_backward_per_target() -> None:
+    torch.manual_seed(0)
+    model = SquaredHead()
+    x = torch.randn(3, 2, 4, 4)
+    acts = model.conv(x).detach()
+    weight = model.fc.weight.detach().view(5, 3, 4, 4)
+    grads = 2 * acts[:, None] * weight[None]  # d mu_k / dA = 2 A W_k: (B, K, C, h, w)
+    expected = torch.relu((grads.mean(dim=(-2, -1), keepdim=True) * acts[:, None]).sum(2))
+    for chunk_size in (None, 2):  # one chunk, and several after the fallback
+        result = latent_cams(model, x, chunk_size=chunk_size)
+        torch.testing.assert_close(result.maps, expected, rtol=1e-5, atol=1e-6)
+
+
 # ----------------------------------------------------------------------------- captum oracle
 
 

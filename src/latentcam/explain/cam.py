@@ -283,6 +283,24 @@ def _batched_grads(
     return grads
 
 
+def _looped_grads(
+    scores: torch.Tensor, acts: torch.Tensor, columns: range, retain_graph: bool
+) -> torch.Tensor:
+    """:func:`_batched_grads` with one backward per target, for models with an op that has
+    no batching rule (e.g. diffusers' attention on the CPU): (Tc, B, C, h, w)."""
+    grads = []
+    for t in columns:
+        (grad,) = torch.autograd.grad(
+            scores[:, t].sum(),
+            acts,
+            retain_graph=retain_graph or t != columns[-1],
+            allow_unused=True,
+            materialize_grads=True,
+        )
+        grads.append(grad)
+    return torch.stack(grads)
+
+
 def _auto_chunk(num_targets: int, per_target_bytes: int) -> int:
     return max(1, min(num_targets, CHUNK_BUDGET_BYTES // max(per_target_bytes, 1)))
 
@@ -586,11 +604,25 @@ def _explain_methods(
         log.debug(
             "layer %s: batched backward, %d targets in chunks of %d", named[0], num_targets, size
         )
+        batched = True
         for start in range(0, num_targets, size):
             stop = min(start + size, num_targets)
-            grads = _batched_grads(
-                scores, acts, range(start, stop), retain_graph=stop < num_targets
-            )
+            columns, keep = range(start, stop), stop < num_targets
+            if batched:
+                try:  # the first call keeps the graph, so that the fallback can use it
+                    grads = _batched_grads(scores, acts, columns, retain_graph=keep or start == 0)
+                except RuntimeError as err:
+                    if start != 0:
+                        raise
+                    log.info(
+                        "layer %s: a batched backward is not supported above it (%s); one "
+                        "backward per target instead (same gradients, slower)",
+                        named[0],
+                        str(err).splitlines()[0] if str(err) else type(err).__name__,
+                    )
+                    batched = False
+            if not batched:
+                grads = _looped_grads(scores, acts, columns, retain_graph=keep)
             for method in methods:
                 chunks[method].append(cam_from_grads(grads, acts.detach(), method, post))
 

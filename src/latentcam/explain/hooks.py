@@ -5,9 +5,10 @@
   also when the forward raises. Everything the model computes *before* the layer may run
   without autograd (``grad_from_layer=True`` under ``torch.no_grad()``): Grad-CAM only needs
   d target / d A, so the backbone below A is never recorded nor differentiated.
-- :func:`eval_mode` puts a model in eval mode (BatchNorm uses its running statistics and
-  Dropout is off, so that the images of a batch do not mix) and restores every
-  submodule's previous mode on exit.
+- :func:`eval_mode` (defined with the model contract in :mod:`latentcam.models.base`,
+  where the adapters' probe uses it too) puts a model in eval mode (BatchNorm uses its
+  running statistics and Dropout is off, so that the images of a batch do not mix) and
+  restores every submodule's previous mode on exit.
 
 Design follows pytorch-grad-cam's ``with GradCAM(...) as cam:`` (hooks live exactly as long
 as the block) without its habit of swallowing errors in ``__exit__``.
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 
 from latentcam.errors import InputError
+from latentcam.models.base import eval_mode as eval_mode  # re-exported: the engine's import
 
 
 @dataclass
@@ -103,15 +105,3 @@ def capture_activation(
         yield capture
     finally:
         handle.remove()
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode inside the block; restore each submodule's mode on exit."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, training in modes:
-            module.training = training

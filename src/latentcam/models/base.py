@@ -5,9 +5,13 @@ A model is a pure ``nn.Module`` (no loss, no optimiser, no data code):
 - ``forward(x, cond=None) -> VAEOutput``
 - ``encode(x, cond=None) -> (mu, logvar)``
 - ``decode(z, cond=None) -> Decoded`` (image and/or segmentation logits)
-- ``sample(n, cond=None, generator=None) -> tensor``
+- ``sample(n, cond=None, generator=None) -> Decoded`` (shared here: decode prior draws)
 - ``explain_layer``: the name of its default explanation layer (the last encoder conv),
   so that nobody has to guess a layer name.
+- ``latent_dim``, ``latent_shape``, ``cond_dim``, ``image_size``, ``outputs`` and
+  ``encoder_layers()``: the capabilities the tools read, stated as a protocol in
+  :mod:`latentcam.models.protocol` (which other libraries' models meet through
+  :mod:`latentcam.models.adapters`).
 
 The shape contract follows PyTorch-VAE (Subramanian 2020) with named results instead of
 lists read back by position.
@@ -15,10 +19,19 @@ lists read back by position.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import torch
 from torch import nn
+
+from latentcam.errors import InputError
+
+#: ``outputs`` member: ``decode`` returns an image (``Decoded.recon``), float in [0, 1].
+IMAGE = "image"
+#: ``outputs`` member: ``decode`` returns segmentation logits (``Decoded.seg_logits``).
+SEGMENTATION = "seg"
 
 
 class VAEOutput(NamedTuple):
@@ -53,6 +66,53 @@ class Decoded(NamedTuple):
     seg_logits: torch.Tensor | None = None
 
 
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode inside the block; restore each submodule's mode on exit."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def check_images(x: torch.Tensor, image_size: int, advice: str) -> None:
+    """Shape/dtype checks of images (B, 3, S, S) float (cheap, no data-dependent control flow).
+
+    Args:
+        x: the images given.
+        image_size: S, the side the model reads.
+        advice: what to do when the size differs (ends the message); ``{size}`` in it
+            becomes max(H, W), e.g. "resize, or train a model at {size}".
+
+    Raises:
+        InputError: not a tensor, not 4-D, not 3 channels, not S x S, not float.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise InputError(f"images must be a torch.Tensor (B, 3, H, W), got {type(x).__name__}")
+    if x.dim() != 4:
+        raise InputError(
+            f"images must be a 4-D tensor (B, 3, H, W), got {x.dim()}-D of shape "
+            f"{tuple(x.shape)}; add a batch dimension with x.unsqueeze(0) for one image"
+        )
+    if x.shape[1] != 3:
+        raise InputError(
+            f"images must have 3 (RGB) channels in dim 1, got {x.shape[1]} "
+            f"(shape {tuple(x.shape)}); convert to RGB, channels first"
+        )
+    S = image_size
+    H, W = x.shape[2], x.shape[3]
+    if H != S or W != S:
+        advice = advice.format(size=max(H, W))
+        raise InputError(f"model was built for {S}x{S} images, got {H}x{W}; {advice}")
+    if not x.is_floating_point():
+        raise InputError(
+            f"images must be float in [0, 1], got dtype {x.dtype}; convert with x.float() / 255"
+        )
+
+
 class GenerativeModel(nn.Module):
     """Base class: holds the config and states the contract. Subclasses implement it."""
 
@@ -64,6 +124,18 @@ class GenerativeModel(nn.Module):
 
     #: Width of mu and z (K; K * s * s for a spatial latent): the number of latent units.
     latent_dim: int = 0
+
+    #: (K,) for a vector latent, (K, s, s) for a spatial one; multiplies to ``latent_dim``.
+    latent_shape: tuple[int, ...] = ()
+
+    #: Side S of the square images the model reads and writes (H = W = S).
+    image_size: int = 0
+
+    @property
+    def outputs(self) -> frozenset[str]:
+        """What ``decode`` returns, a subset of {:data:`IMAGE`, :data:`SEGMENTATION`}: the
+        image unless a subclass says otherwise (see :mod:`latentcam.models.protocol`)."""
+        return frozenset({IMAGE})
 
     def encoder_layers(self) -> list[str]:
         """Names of the encoder's conv blocks, shallow (high resolution) to deep."""
@@ -85,8 +157,23 @@ class GenerativeModel(nn.Module):
         cond: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> Decoded:
-        """Decode n draws from the prior N(0, I)."""
-        raise NotImplementedError
+        """Decode n draws z ~ N(0, I) (B = n).
+
+        Args:
+            n: number of samples (>= 1).
+            cond: conditional models only: (n, cond_dim) or one (cond_dim,) row used for
+                all n.
+            generator: the source of the draws (seeded for reproducible samples); on the
+                CPU or on the model's device.
+        """
+        if n < 1:
+            raise InputError(f"number of samples must be >= 1, got {n}")
+        param = next(self.parameters())
+        if cond is not None and cond.dim() == 1:
+            cond = cond.unsqueeze(0).expand(n, -1)
+        draw_device = generator.device if generator is not None else param.device
+        z = torch.randn(n, self.latent_dim, generator=generator, device=draw_device)
+        return self.decode(z.to(device=param.device, dtype=param.dtype), cond)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> VAEOutput:
         raise NotImplementedError

@@ -76,7 +76,7 @@ import torch
 from torch import nn
 
 from latentcam.config import ModelConfig
-from latentcam.models.base import Decoded
+from latentcam.models.base import IMAGE, SEGMENTATION, Decoded
 from latentcam.models.vae import VAE
 
 
@@ -107,6 +107,11 @@ class SegVAE(VAE):
         self.image_head: nn.Module | None = (
             nn.Conv2d(channels, 3, 3, padding=1) if cfg.seg_recon_image else None
         )
+
+    @property
+    def outputs(self) -> frozenset[str]:
+        """``{"seg"}``, plus ``"image"`` with ``seg_recon_image``."""
+        return frozenset({SEGMENTATION} if self.image_head is None else {SEGMENTATION, IMAGE})
 
     def _outputs(self, features: torch.Tensor) -> Decoded:
         seg_logits = self.seg_head(features)  # (B, P, H, W)

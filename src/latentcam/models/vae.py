@@ -6,9 +6,10 @@ each for ``mu`` and ``logvar``; a decoder that mirrors it (dense layer to the sm
 transposed convs up, sigmoid output). See :mod:`latentcam.models.blocks` for the blocks and
 the naming contract (``encoder.blocks.{i}``).
 
-This file also holds what every model here shares (input checks, the reparameterisation,
-``sample``); :class:`~latentcam.models.cvae.ConditionalVAE` and
-:class:`~latentcam.models.segvae.SegVAE` only add their inputs and outputs.
+This file also holds what every model here shares (the condition check, the
+reparameterisation); :class:`~latentcam.models.cvae.ConditionalVAE` and
+:class:`~latentcam.models.segvae.SegVAE` only add their inputs and outputs. ``sample`` and
+the image checks are shared with the adapters in :mod:`latentcam.models.base`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch import nn
 
 from latentcam.config import ModelConfig
 from latentcam.errors import ConfigError, InputError
-from latentcam.models.base import Decoded, GenerativeModel, VAEOutput
+from latentcam.models.base import Decoded, GenerativeModel, VAEOutput, check_images
 from latentcam.models.blocks import DECODERS, Decoder, Encoder, LatentHead, LayerShape
 
 
@@ -78,9 +79,7 @@ class VAE(GenerativeModel):
             logvar_init=cfg.logvar_init,
         )
         spatial = cfg.bottleneck == "spatial"
-        self.latent_shape: tuple[int, ...] = (
-            (cfg.latent_dim, side, side) if spatial else (cfg.latent_dim,)
-        )
+        self.latent_shape = (cfg.latent_dim, side, side) if spatial else (cfg.latent_dim,)
         self.latent_dim = math.prod(self.latent_shape)
         self.decoder = Decoder(
             latent_dim=cfg.latent_dim,
@@ -143,29 +142,6 @@ class VAE(GenerativeModel):
         cond = self._check_cond(cond, z.shape[0], z.dtype)
         return self._decode(z, cond)
 
-    def sample(
-        self,
-        n: int,
-        cond: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Decoded:
-        """Decode n draws z ~ N(0, I) (B = n).
-
-        Args:
-            n: number of samples (>= 1).
-            cond: CVAE only: (n, cond_dim) or one (cond_dim,) row used for all n.
-            generator: the source of the draws (seeded for reproducible samples); on the
-                CPU or on the model's device.
-        """
-        if n < 1:
-            raise InputError(f"number of samples must be >= 1, got {n}")
-        param = next(self.parameters())
-        if cond is not None and cond.dim() == 1:
-            cond = cond.unsqueeze(0).expand(n, -1)
-        draw_device = generator.device if generator is not None else param.device
-        z = torch.randn(n, self.latent_dim, generator=generator, device=draw_device)
-        return self.decode(z.to(device=param.device, dtype=param.dtype), cond)
-
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> VAEOutput:
         """Encode, sample (training) or take the mean (eval), decode.
 
@@ -199,30 +175,7 @@ class VAE(GenerativeModel):
         return self._outputs(self.decoder(z, cond))  # features (B, C_0, H, W)
 
     def _check_images(self, x: torch.Tensor) -> None:
-        """Shape/dtype checks only (cheap, no data-dependent control flow)."""
-        if not isinstance(x, torch.Tensor):
-            raise InputError(f"images must be a torch.Tensor (B, 3, H, W), got {type(x).__name__}")
-        if x.dim() != 4:
-            raise InputError(
-                f"images must be a 4-D tensor (B, 3, H, W), got {x.dim()}-D of shape "
-                f"{tuple(x.shape)}; add a batch dimension with x.unsqueeze(0) for one image"
-            )
-        if x.shape[1] != 3:
-            raise InputError(
-                f"images must have 3 (RGB) channels in dim 1, got {x.shape[1]} "
-                f"(shape {tuple(x.shape)}); convert to RGB, channels first"
-            )
-        S = self.image_size
-        H, W = x.shape[2], x.shape[3]
-        if H != S or W != S:
-            raise InputError(
-                f"model was built for {S}x{S} images, got {H}x{W}; "
-                f"resize, or train a model at {max(H, W)}"
-            )
-        if not x.is_floating_point():
-            raise InputError(
-                f"images must be float in [0, 1], got dtype {x.dtype}; convert with x.float() / 255"
-            )
+        check_images(x, self.image_size, "resize, or train a model at {size}")
 
     def _check_cond(
         self, cond: torch.Tensor | None, batch: int, dtype: torch.dtype

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from latentcam.config import ModelConfig, RunConfig, load_config, to_dict
+from latentcam.config import DataConfig, ModelConfig, RunConfig, load_config, to_dict
 from latentcam.errors import CheckpointError, ConfigError, InputError
 from latentcam.models.base import GenerativeModel
 
@@ -217,7 +217,8 @@ def load_run(path: str | Path, map_location: Any = "cpu", kind: str | None = Non
 
     Args:
         path: a ``.ckpt`` file, or a run folder (uses ``checkpoints/best.ckpt``, else
-            ``last.ckpt``).
+            ``last.ckpt``), or the folder of an adapted model (``adapter.json`` and
+            ``weights.safetensors``, :mod:`latentcam.models.saved`).
         map_location: where the weights go (``"cpu"``, ``"cuda"``, a ``torch.device``).
         kind: if given (``"vae"``, ``"cvae"``, ``"segvae"``), the model kind required.
 
@@ -226,7 +227,10 @@ def load_run(path: str | Path, map_location: Any = "cpu", kind: str | None = Non
             not fit the model the config describes, or that hold NaN or Inf.
     """
     from latentcam.models.registry import build_model
+    from latentcam.models.saved import is_adapter_run
 
+    if is_adapter_run(path):
+        return _load_adapter_run(Path(path), map_location, kind)
     checkpoint = read_checkpoint(path, map_location=map_location)
     check_finite_weights(checkpoint)
     ckpt_path = Path(checkpoint["_path"])
@@ -259,6 +263,35 @@ def load_run(path: str | Path, map_location: Any = "cpu", kind: str | None = Non
         run_dir=_run_dir_of(ckpt_path) if Path(path).is_file() else Path(path),
         attr_means=attr_means,
         global_step=int(checkpoint.get("global_step", 0)),
+    )
+
+
+def _load_adapter_run(path: Path, map_location: Any, kind: str | None) -> LoadedRun:
+    """:func:`load_run` for an adapted model's folder. Its config is a default RunConfig
+    with the model's image size, latent width and condition, the data it expects, and the
+    kind the tools that still compare kind strings should treat it as
+    (:func:`latentcam.models.saved.legacy_kind`)."""
+    from latentcam.models.saved import legacy_kind, load_adapted, read_spec
+
+    model = load_adapted(path, map_location=map_location)
+    model_kind = legacy_kind(model)
+    if kind is not None and model_kind != kind:
+        raise CheckpointError(
+            f"{path} holds an adapted model that works as a {model_kind}, but a {kind} model is "
+            f"needed here; give a {kind} run"
+        )
+    data = read_spec(path).get("data")
+    cfg = RunConfig(
+        model=ModelConfig(
+            kind=model_kind,
+            image_size=model.image_size,
+            latent_dim=model.latent_dim,
+            cond_dim=model.cond_dim or ModelConfig.cond_dim,
+        ),
+        data=DataConfig(path=data) if data else DataConfig(),
+    )
+    return LoadedRun(
+        model=model, config=cfg, checkpoint_path=path / "weights.safetensors", run_dir=path
     )
 
 

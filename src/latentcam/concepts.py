@@ -44,7 +44,6 @@ from latentcam.errors import DataError, InputError
 from latentcam.explain import metrics as M
 from latentcam.explain.directions import (
     ATTRIBUTE_PARTS,
-    Direction,
     DirectionSet,
     attribute_directions,
     best_units,
@@ -329,7 +328,7 @@ def _annotate(directions: DirectionSet, train: Latents) -> DirectionSet:
     annotated = []
     for d in directions:
         scores = {**d.scores, "top_correlates": [[n, r] for n, r in top[d.name]]}
-        annotated.append(Direction(d.name, d.vector, d.kind, d.source, d.scale, d.parts, scores))
+        annotated.append(replace(d, scores=scores))
     return DirectionSet(annotated, directions.latent_dim, dict(directions.meta))
 
 
@@ -495,7 +494,7 @@ def score_directions(
     parts = parts.cpu().long()
     with torch.no_grad():
         mu, _ = model.encode(images, cond)  # type: ignore[operator]
-    rows = subset.vectors * subset.scales[:, None]  # one data SD along each direction
+    rows = subset.displacements  # one data SD of each concept, along its pattern
     effects = effect_maps(model, mu, delta=delta, cond=cond, directions=rows).cpu()  # type: ignore[arg-type]
     null = random_directions(directions.latent_dim, random) if random > 0 else None
     targets = subset.targets + ([] if null is None else null.targets)

@@ -135,6 +135,30 @@ def test_probe_recovers_a_planted_direction_with_rare_positives() -> None:
     assert d.scale == pytest.approx(float((mu[:2000] @ d.vector).std()), rel=1e-4)
 
 
+def test_the_pattern_says_what_moves_with_the_score() -> None:
+    """Haufe et al. 2014: a = Cov(mu) w / (w^T Cov(mu) w); z + t * sd * a moves the score by
+    t data SDs. A probe that cancels a nuisance points off the data; its pattern does not."""
+    gen = torch.Generator().manual_seed(3)
+    N = 4000
+    concept = torch.randn(N, generator=gen)
+    nuisance = torch.randn(N, generator=gen)
+    # unit 0 carries concept + nuisance, unit 1 the nuisance alone, unit 2 noise
+    mu = torch.stack([concept + nuisance, nuisance, 0.1 * torch.randn(N, generator=gen)], dim=1)
+    d = make_direction("c", [1.0, -1.0, 0.0], "attribute", mu=mu)  # the filter: unit 0 - unit 1
+    cov = torch.cov(mu.T.double())
+    w = d.vector.double()
+    expected = cov @ w / (w @ cov @ w)
+    np.testing.assert_allclose(d.pattern.numpy(), expected.numpy(), rtol=1e-4, atol=1e-5)
+    assert float(d.pattern.double() @ w) == pytest.approx(1.0, abs=1e-5)  # one score unit
+    np.testing.assert_allclose(d.displacement.numpy(), (d.scale * d.pattern).numpy())
+    # the concept moves unit 0 only: the pattern is (1, 0, 0) up to the norm of w
+    np.testing.assert_allclose(d.pattern.numpy() / d.pattern.norm().item(), [1, 0, 0], atol=0.03)
+    # a principal component's pattern is the component itself; a unit moves alone
+    pc = pca_directions(mu, k=1).directions[0]
+    np.testing.assert_allclose(pc.displacement.numpy(), (pc.scale * pc.vector).numpy(), atol=1e-4)
+    assert unit_direction(1, 3, mu=mu).pattern is None
+
+
 def test_attribute_directions_skip_and_refuse_with_reasons() -> None:
     gen = torch.Generator().manual_seed(0)
     mu = torch.randn(200, 4, generator=gen)
@@ -258,7 +282,7 @@ def test_directions_file_round_trips_without_pickle(tmp_path) -> None:
     )
     path = found.save(tmp_path / "directions.npz")
     with np.load(path, allow_pickle=False) as arrays:
-        assert set(arrays.files) == {"vectors", "scales", "names", "kinds", "meta"}
+        assert set(arrays.files) == {"vectors", "patterns", "scales", "names", "kinds", "meta"}
         assert json.loads(str(arrays["meta"]))["format"] == "latentcam.directions/1"
     back = DirectionSet.load(path)
     assert back.names == ["Smiling", "pca_0"] and back.latent_dim == 3
@@ -266,6 +290,7 @@ def test_directions_file_round_trips_without_pickle(tmp_path) -> None:
     np.testing.assert_allclose(back.scales.numpy(), found.scales.numpy())
     assert back["Smiling"].parts == ("mouth",) and back["Smiling"].scores["n_pos"] == 12
     assert back["pca_0"].kind == "pca" and back.skipped == {"Bald": "too few positives"}
+    np.testing.assert_allclose(back.displacements.numpy(), found.displacements.numpy(), rtol=1e-6)
     assert back.meta["run"] == "r"
     assert float(back["Smiling"].vector.norm()) == pytest.approx(1.0)
     assert read_vectors(path, 3).names == ["Smiling", "pca_0"]

@@ -384,7 +384,7 @@ class ExplorerSession:
                 f"model has K={self.latent_dim}: find directions on this run"
             )
         self._dir_vectors = self.directions.vectors.to(self.device)  # (T, K)
-        self._dir_scales = self.directions.scales.to(self.device)  # (T,)
+        self._dir_moves = self.directions.displacements.to(self.device)  # (T, K) one data SD
         self.direction: str | None = None  # the chosen direction (None: the unit is)
         self.seg_class = self._default_seg_class()
         self.select_image(0)
@@ -579,7 +579,8 @@ class ExplorerSession:
 
     def set_direction(self, name: str, value: float) -> None:
         """Move along direction ``name`` by ``value`` data standard deviations (and choose
-        it): z = base + offsets + value * scale * w (+ the other directions' moves).
+        it): z = base + offsets + value * m, m = the direction's displacement (one data SD of
+        its score, along its activation pattern), plus the other directions' moves.
 
         Raises:
             InputError: an unknown name, or a value that is not finite or beyond
@@ -644,7 +645,7 @@ class ExplorerSession:
         """The direction sliders' move sum_j t_j s_j w_j, (K,) (zeros without directions)."""
         if not len(self.directions):
             return torch.zeros(self.latent_dim, device=self.device)
-        return (self.direction_steps * self._dir_scales) @ self._dir_vectors
+        return self.direction_steps @ self._dir_moves
 
     def z(self) -> Tensor:
         """The explored latent (1, K): base + offsets + the direction moves (base = mu(x)
@@ -703,7 +704,7 @@ class ExplorerSession:
         chosen direction w with data spread s, d s w instead of d e_k."""
         if self.direction is not None:
             index = self._direction_index(self.direction)
-            row = (self._dir_vectors[index] * self._dir_scales[index])[None]  # (1, K)
+            row = self._dir_moves[index][None]  # (1, K)
             effects = effect_maps(
                 self.model, self.z(), delta=self.delta, cond=self.cond, directions=row
             )

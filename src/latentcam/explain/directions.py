@@ -36,7 +36,8 @@ Units whose spread is below :data:`MIN_STD_SHARE` of the median spread (collapse
 their scale floored there, so the mapping back cannot blow their noise up.
 
 Directions are saved as one self-describing ``directions.npz`` (:meth:`DirectionSet.save`):
-arrays ``vectors`` (T, K) float32, ``scales`` (T,), ``names``, ``kinds`` and a JSON string
+arrays ``vectors`` (T, K) float32, ``patterns`` (T, K) (:class:`Direction`), ``scales`` (T,),
+``names``, ``kinds`` and a JSON string
 ``meta`` (format, per-direction source, parts, scores); read back with ``allow_pickle=False``.
 """
 
@@ -185,11 +186,24 @@ class Direction:
         vector: float32 (K,) on the CPU, norm 1 (unit directions: +-e_k).
         kind: one of :data:`KINDS`.
         source: how it was found, in one sentence (method, data, split, sizes).
-        scale: standard deviation of mu . vector over the data it was found on: the step
-            unit of traversals and effect maps (1 when unknown).
+        scale: standard deviation of the score s = mu . vector over the data it was found on
+            (1 when unknown).
         parts: CelebAMask-HQ part names where the concept shows (scored against), or ().
         scores: what the finder measured (e.g. ``auroc``, ``accuracy``, ``n_pos``,
             ``explained_variance``, ``r2``), JSON-ready numbers.
+        pattern: float32 (K,): how mu moves per unit of the score over the data,
+            a = Cov(mu, s) / Var(s), or None for ``vector`` itself (units, user vectors).
+            Traversals and effect maps step along it (:attr:`displacement`).
+
+    Why a pattern: ``vector`` is the *filter* the heatmap explains (the encoder's evidence
+    for the concept is mu . w), but a probe's weights also cancel what the concept shares
+    with other factors, so w often points along directions in which the data barely varies
+    and the decoder barely responds. Haufe et al. 2014 ("On the interpretation of weight
+    vectors of linear models in multivariate neuroimaging") show that the matching
+    *activation pattern* a = Cov(mu) w / Var(mu . w) says what changes with the concept. With
+    z = mu + t * scale * a the score moves by t of its data standard deviations while mu
+    follows the data's covariance; for a principal component (an eigenvector) a = w, and for
+    uncorrelated units a = e_k, so the paper's unit traversals are the special case.
     """
 
     name: str
@@ -199,6 +213,7 @@ class Direction:
     scale: float = 1.0
     parts: tuple[str, ...] = ()
     scores: dict[str, Any] = field(default_factory=dict)
+    pattern: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -210,6 +225,13 @@ class Direction:
     def target(self) -> Target:
         """The explanation target mu . vector."""
         return LatentDirection(self.vector, self.name)
+
+    @property
+    def displacement(self) -> Tensor:
+        """float32 (K,): the move in mu space of one data standard deviation of the concept,
+        ``scale * pattern`` (``scale * vector`` without a pattern)."""
+        along = self.vector if self.pattern is None else self.pattern
+        return along.float() * float(self.scale)
 
 
 def _unit_vector(w: Tensor, name: str) -> Tensor:
@@ -225,10 +247,12 @@ def make_direction(
     vector: Tensor | np.ndarray | Sequence[float],
     kind: str,
     mu: Tensor | None = None,
+    along_data: bool = True,
     **fields: Any,
 ) -> Direction:
     """A :class:`Direction` with ``vector`` normalised to norm 1 and, when ``mu`` (N, K) is
-    given, ``scale`` = the standard deviation of mu . w over those rows."""
+    given, ``scale`` = the standard deviation of s = mu . w over those rows and (with
+    ``along_data``) ``pattern`` = Cov(mu, s) / Var(s) (see :class:`Direction`)."""
     w = _unit_vector(torch.as_tensor(np.asarray(vector, dtype=np.float64)), name)
     if mu is not None:
         mu = torch.as_tensor(mu).double()
@@ -236,8 +260,12 @@ def make_direction(
             raise InputError(
                 f"direction '{name}' has {w.numel()} components; mu has shape {tuple(mu.shape)}"
             )
-        spread = float((mu @ w.double()).std()) if mu.shape[0] > 1 else 0.0
+        centred = mu - mu.mean(0)
+        score = centred @ w.double()  # (N,)
+        spread = float(score.std()) if mu.shape[0] > 1 else 0.0
         fields["scale"] = spread if spread > 1e-8 else 1.0
+        if along_data and spread > 1e-8:
+            fields["pattern"] = (centred.T @ score / float(score @ score)).float()
     return Direction(name=name, vector=w, kind=kind, **fields)
 
 
@@ -300,6 +328,14 @@ class DirectionSet:
         return torch.tensor([d.scale for d in self.directions], dtype=torch.float32)
 
     @property
+    def displacements(self) -> Tensor:
+        """float32 (T, K): one data standard deviation of each concept in mu space
+        (:attr:`Direction.displacement`)."""
+        if not self.directions:
+            return torch.zeros(0, self.latent_dim)
+        return torch.stack([d.displacement for d in self.directions])
+
+    @property
     def targets(self) -> list[Target]:
         return [d.target for d in self.directions]
 
@@ -356,6 +392,14 @@ class DirectionSet:
             np.savez_compressed(
                 fh,
                 vectors=self.vectors.numpy().astype(np.float32),
+                patterns=np.stack(
+                    [
+                        (d.vector if d.pattern is None else d.pattern).numpy()
+                        for d in self.directions
+                    ]
+                ).astype(np.float32)
+                if self.directions
+                else np.zeros((0, self.latent_dim), np.float32),
                 scales=self.scales.numpy(),
                 names=np.asarray(self.names, dtype=str),
                 kinds=np.asarray([d.kind for d in self.directions], dtype=str),
@@ -375,6 +419,9 @@ class DirectionSet:
             with np.load(path, allow_pickle=False) as arrays:
                 vectors = arrays["vectors"].astype(np.float32)
                 scales = arrays["scales"].astype(np.float64)
+                patterns = (
+                    arrays["patterns"].astype(np.float32) if "patterns" in arrays.files else vectors
+                )
                 names = [str(n) for n in arrays["names"]]
                 meta = json.loads(str(arrays["meta"]))
         except FileNotFoundError:
@@ -386,9 +433,15 @@ class DirectionSet:
             ) from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise InputError(f"{path} is not a latentcam directions file (format {FORMAT})")
-        if vectors.ndim != 2 or len(names) != vectors.shape[0] or scales.shape != (len(names),):
-            raise InputError(f"{path} is damaged: vectors, names and scales do not match")
-        if not np.isfinite(vectors).all() or not np.isfinite(scales).all():
+        if (
+            vectors.ndim != 2
+            or len(names) != vectors.shape[0]
+            or scales.shape != (len(names),)
+            or patterns.shape != vectors.shape
+        ):
+            raise InputError(f"{path} is damaged: vectors, patterns, names and scales do not match")
+        finite = np.isfinite(vectors).all() and np.isfinite(patterns).all()
+        if not finite or not np.isfinite(scales).all():
             raise InputError(f"{path} holds NaN or Inf values")
         entries = meta.get("directions", [])
         directions = []
@@ -401,6 +454,7 @@ class DirectionSet:
                     kind=str(entry.get("kind", "user")),
                     source=str(entry.get("source", "")),
                     scale=float(scales[i]),
+                    pattern=torch.from_numpy(patterns[i].copy()),
                     parts=tuple(entry.get("parts", ())),
                     scores=dict(entry.get("scores", {})),
                 )
@@ -922,6 +976,7 @@ def unit_direction(
         "unit",
         mu=None if mu is None else _as_matrix(mu, "mu"),
         source=f"latent unit {unit}" + (" (negated)" if sign < 0 else ""),
+        along_data=False,  # a unit moves alone, as in the paper's traversals
     )
 
 
@@ -934,7 +989,9 @@ def random_directions(latent_dim: int, count: int = 8, seed: int = 0) -> Directi
     vectors = torch.randn(count, latent_dim, generator=torch.Generator().manual_seed(seed))
     return DirectionSet(
         [
-            make_direction(f"random_{i}", vectors[i], "random", source=f"random, seed {seed}")
+            make_direction(
+                f"random_{i}", vectors[i], "random", source=f"random, seed {seed}", along_data=False
+            )
             for i in range(count)
         ],
         latent_dim,
@@ -1003,7 +1060,10 @@ def oriented(
         top = correlated.get(d.name, [])
         if top and top[0][1] < 0:
             d = replace(
-                d, vector=-d.vector, source=d.source + f"; sign set so +w tracks {top[0][0]}"
+                d,
+                vector=-d.vector,
+                pattern=None if d.pattern is None else -d.pattern,
+                source=d.source + f"; sign set so +w tracks {top[0][0]}",
             )
         flipped.append(d)
     return DirectionSet(

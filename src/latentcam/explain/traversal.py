@@ -414,22 +414,25 @@ def traverse_directions(
     method: str = "gradcam",
     batch_size: int = 64,
     output: str = "auto",
+    moves: Tensor | None = None,
 ) -> Traversal:
-    """Traverse directions w_j in latent space: z = mu_b + s * scale_j * w_j.
+    """Traverse directions in latent space: z = mu_b + s * m_j, m_j = scale_j * w_j or given.
 
-    The step s is in units of ``scale_j``, the data's standard deviation of mu . w_j (from
-    :class:`latentcam.explain.directions.Direction`), so that s = +-2 moves a face about as
-    far along w_j as the data's faces spread. At every step the decoded image is re-encoded
-    and the CAM map of the score mu . w_j computed on it, and the effect map
+    With ``moves`` = :attr:`latentcam.explain.directions.DirectionSet.displacements` the step
+    s is in the data's standard deviations of the concept's score mu . w_j, along its
+    activation pattern (:class:`latentcam.explain.directions.Direction`), so that s = +-2
+    moves a face about as far as the data's faces spread. At every step the decoded image is
+    re-encoded and the CAM map of the score mu . w_j computed on it, and the effect map
     |decoded(z) - decoded(mu_b)| is taken (as :func:`traverse` does for units).
 
     Args:
         model: a latentcam model.
         x: images (B, 3, H, W) in [0, 1].
-        directions: (T, K) vectors w_j in mu space.
+        directions: (T, K) vectors w_j in mu space (the explained scores mu . w_j).
         names: T names (figure titles and file names).
-        scales: (T,) step units; default 1 (steps in latent units).
+        scales: (T,) step units along w_j when ``moves`` is not given; default 1.
         steps: the S step values (default -3 ... 3).
+        moves: (T, K) the move m_j of one step unit, or None for scale_j * w_j.
         cond, layer, method, batch_size, output: as :func:`traverse`.
 
     Returns:
@@ -445,10 +448,13 @@ def traverse_directions(
     if scale.shape != (vectors.shape[0],) or not bool((torch.isfinite(scale) & (scale > 0)).all()):
         raise InputError("direction scales must be one finite positive number per direction")
     targets = direction_targets(vectors, names)
+    rows = vectors * scale[:, None] if moves is None else _direction_rows(moves, K)
+    if rows.shape != vectors.shape:
+        raise InputError(f"moves must be one (K,) row per direction, got {tuple(rows.shape)}")
     images, heatmaps, effects, layer_name = _traverse_rows(
         model,
         x,
-        vectors * scale[:, None],
+        rows,
         targets,
         step_values,
         cond,
@@ -771,7 +777,7 @@ def traverse_run(
             batch.images,
             directions.vectors,
             directions.names,
-            scales=directions.scales,
+            moves=directions.displacements,
             steps=sigmas,
             cond=batch.cond,
             layer=layer,

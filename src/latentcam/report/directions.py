@@ -19,6 +19,7 @@ same :class:`~latentcam.explain.directions.DirectionSet` that the metrics scored
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -390,13 +391,8 @@ def _best_unit(direction: Direction, latent_dim: int) -> Direction | None:
     unit = unit_direction(
         int(direction.scores["best_unit"]), latent_dim, int(direction.scores["best_unit_sign"])
     )
-    return Direction(
-        unit.name,
-        unit.vector,
-        unit.kind,
-        unit.source,
-        float(direction.scores.get("best_unit_scale", 1.0)),
-        direction.parts,
+    return replace(
+        unit, scale=float(direction.scores.get("best_unit_scale", 1.0)), parts=direction.parts
     )
 
 
@@ -430,7 +426,7 @@ def _still_maps(
     heat = normalise(bank.image_maps(layer, method, list(range(len(handles))))[0].cpu())
     with torch.no_grad():
         mu, _ = model.encode(x, c)
-    steps = torch.stack([h.vector * h.scale for h in handles])
+    steps = torch.stack([h.displacement for h in handles])
     effects = effect_maps(model, mu, delta=EFFECT_DELTA, cond=c, directions=steps)
     effects = effects[0].cpu()
     return heat, normalise(effects), [float(e.max()) for e in effects]
@@ -461,7 +457,7 @@ def direction_figure(
         x,
         direction.vector[None],
         [direction.name],
-        scales=[direction.scale],
+        moves=direction.displacement[None],
         steps=STEPS,
         cond=c,
         layer=model.explain_layer if layer == FUSION else layer,

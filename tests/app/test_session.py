@@ -375,15 +375,13 @@ def test_direction_maps_are_those_of_latent_direction(open_session: Open) -> Non
     mu = _mu(s, s.images[0:1], None)
     z = mu.clone()
     z[0, s.units[0]] += 0.5
-    z = z + (-1.5 * direction.scale) * direction.vector[None]
+    z = z + -1.5 * direction.displacement[None]  # along the pattern, one data SD per step
     torch.testing.assert_close(s.z(), z, rtol=0, atol=1e-6)
     picture = as_pictures(s.decode())
     expected = compute_cams(s.model, picture, [LatentDirection(direction.vector, name)]).maps
     _, cam = s.unit_cam()
     torch.testing.assert_close(cam, expected[:, 0])
-    effect = effect_maps(
-        s.model, z, delta=3.0, directions=(direction.vector * direction.scale)[None]
-    )
+    effect = effect_maps(s.model, z, delta=3.0, directions=direction.displacement[None])
     torch.testing.assert_close(s.unit_effect(), effect[:, 0], rtol=1e-5, atol=1e-6)
     assert s.info()["direction"] == name
     assert s.info()["direction_steps"][0] == pytest.approx(-1.5)
@@ -401,7 +399,7 @@ def test_cvae_direction_decodes_with_the_condition(open_session: Open) -> None:
     direction = s.directions[name]
     s.set_direction(name, 2.0)
     mu = _mu(s, s.images[0:1], s.cond)
-    z = mu + 2.0 * direction.scale * direction.vector[None]
+    z = mu + 2.0 * direction.displacement[None]
     with torch.no_grad():
         expected = s.model.decode(z, s.cond).recon
     torch.testing.assert_close(s.decode().recon, expected, rtol=0, atol=1e-5)

@@ -51,6 +51,7 @@ SCORE_COLUMNS = (
     ("pointing_game", "pointing game"),
     ("chance", "chance (area)"),
     ("cell_chance", "chance (cell)"),
+    ("random_pointing", "chance (random dirs)"),
     ("verdict", "verdict"),
     ("energy_in_part", "energy in part"),
     ("effect_pointing", "effect pointing"),
@@ -114,15 +115,19 @@ def directions_section(
             f"Heatmaps are scored on the {section.get('map_images', '?')} validation faces "
             "where the attribute's part is present, at every encoder block "
             f"({', '.join(section.get('layers', []))}) with {', '.join(section.get('methods', []))}; "
-            "the layer and method with the highest pointing game are the direction's best, "
-            "and the unit is scored at the same layer and method. The pointing game (Zhang "
-            "et al. 2016) counts the faces whose map peaks inside the part; its chance is the "
-            "part's share of the image (area) or of the layer's grid cells (cell: a coarse "
-            "map peaks at a cell centre), and the verdict compares it with the higher of the "
-            "two. Energy in part is the map's mass inside the part (Wang et al. 2020); effect "
-            "pointing is the pointing game of the effect map |decode(mu + 3 s w) - decode(mu "
-            "- 3 s w)| (s = the data's standard deviation along w); Spearman is the rank "
-            "correlation of heatmap and effect map over pixels."
+            "the direction's best layer and method are chosen by the rule of --layer auto "
+            "(best mean rank over pointing game minus its strongest chance, energy in part and "
+            "agreement with the effect map), and the unit is scored at the same layer and "
+            "method. The pointing game (Zhang et al. 2016) counts the faces whose map peaks "
+            "inside the part; its chance is the part's share of the image (area), of the "
+            "layer's grid cells (cell: a coarse map peaks at a cell centre), or the pointing "
+            "game of 8 random directions (random dirs: a map that knows the face but not the "
+            "concept; small salient parts beat their area easily), and the verdict compares it "
+            "with the strongest of the three. Energy in part is the map's mass inside the part "
+            "(Wang et al. 2020); effect pointing is the pointing game of the effect map "
+            "|decode(mu + 3 m) - decode(mu - 3 m)|, m = one data SD of the concept's score "
+            "along its activation pattern (Haufe et al. 2014); Spearman is the rank "
+            "correlation of heatmap and effect map over the cells of the layer's grid."
         )
         sec.table(
             score_rows(attributes, scored, _map_sizes(metrics)),
@@ -331,7 +336,10 @@ def _caption(name: str, entry: Mapping[str, Any], image: int, batch: RunData, ki
     if kind == "attribute" and batch.attrs is not None and name in ATTRIBUTE_IDS:
         has = bool(batch.attrs[image, ATTRIBUTE_IDS[name]] > 0)
         where += " (with the attribute)" if has else " (without the attribute)"
-    text = f"{name} ({parts}) on {where}; one data SD along w is {_num(entry.get('scale'))}."
+    text = (
+        f"{name} ({parts}) on {where}; one data SD of its score mu . w is "
+        f"{_num(entry.get('scale'))}; the traversal moves along its activation pattern."
+    )
     best, unit = entry.get("best"), entry.get("unit")
     if best:
         text += (
@@ -506,7 +514,7 @@ def direction_figure(
         lead=2,
         outlines=outlines,
         title=f"{direction.name} ({parts}): maps at {layer}, {method}; "
-        f"traversal along w (1 sd = {direction.scale:.3g})",
+        f"traversal in data SDs of mu . w (1 sd = {direction.scale:.3g})",
         cell_inches=1.12,
     )
 

@@ -156,7 +156,7 @@ function buildDirectionSliders() {
     label.textContent = d.name;
     const score = d.auroc === null || d.auroc === undefined ? "" : `; held-out AUROC ${d.auroc.toFixed(2)}`;
     const parts = d.parts.length ? `; parts ${d.parts.join(", ")}` : "";
-    label.title = `${d.kind} direction; 1 sd = ${d.scale.toPrecision(3)} along w${score}${parts}; click to choose`;
+    label.title = `${d.kind} direction; 1 sd of mu . w = ${d.scale.toPrecision(3)}${score}${parts}; click to choose`;
     label.addEventListener("click", () => chooseDirection(d.name));
     const input = document.createElement("input");
     input.type = "range";

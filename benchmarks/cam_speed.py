@@ -167,7 +167,8 @@ def run(
                     ours_d, ref_d = dres["dirs"], dres["captum"]
                     assert isinstance(ours_d, torch.Tensor) and isinstance(ref_d, torch.Tensor)
                     err_d = float(
-                        (ours_d - ref_d.detach()).abs().max() / ref_d.abs().max().clamp_min(1e-12)
+                        (ours_d.detach() - ref_d.detach()).abs().max()
+                        / ref_d.detach().abs().max().clamp_min(1e-12)
                     )
                     print(
                         f"{size:4d} {head:6s} {k:4d} | {directions} directions | dirs {td['dirs']:7.1f} "

@@ -781,6 +781,31 @@ def _check_k(k: int, K: int) -> int:
     return min(k, K)
 
 
+def _eigen_directions(
+    matrix: Tensor, k: int, kind: str, source: str, mu: Tensor | None
+) -> DirectionSet:
+    """The top ``k`` eigenvectors of a symmetric (K, K) matrix as directions ``{kind}_{i}``.
+
+    ``explained_variance`` is each eigenvalue's share of the trace; ``source`` is formatted
+    with the index ``i``; ``mu`` (N, K), when given, sets each direction's scale and pattern.
+    """
+    k = _check_k(k, matrix.shape[0])
+    values, vectors = _top_eigen(matrix, k)
+    total = float(matrix.diagonal().sum())
+    directions = [
+        make_direction(
+            f"{kind}_{i}",
+            vectors[i],
+            kind,
+            mu=mu,
+            source=source.format(i=i),
+            scores={"explained_variance": float(values[i]) / total if total > 0 else 0.0},
+        )
+        for i in range(k)
+    ]
+    return DirectionSet(directions, matrix.shape[0], {"finder": kind})
+
+
 def pca_directions(mu: Tensor | np.ndarray, k: int = 10) -> DirectionSet:
     """Principal components of mu over the data (GANSpace, Härkönen et al. 2020).
 
@@ -789,23 +814,10 @@ def pca_directions(mu: Tensor | np.ndarray, k: int = 10) -> DirectionSet:
     :func:`_sign_fixed` (largest entry positive).
     """
     x = _as_matrix(mu, "mu")
-    k = _check_k(k, x.shape[1])
     centred = x - x.mean(0)
     cov = centred.T @ centred / (x.shape[0] - 1)
-    values, vectors = _top_eigen(cov, k)
-    total = float(cov.diagonal().sum())
-    directions = [
-        make_direction(
-            f"pca_{i}",
-            vectors[i],
-            "pca",
-            mu=x,
-            source=f"principal component {i} of mu over {x.shape[0]} images (GANSpace)",
-            scores={"explained_variance": float(values[i]) / total if total > 0 else 0.0},
-        )
-        for i in range(k)
-    ]
-    return DirectionSet(directions, x.shape[1], {"finder": "pca"})
+    source = f"principal component {{i}} of mu over {x.shape[0]} images (GANSpace)"
+    return _eigen_directions(cov, k, "pca", source, x)
 
 
 def first_linear_weight(model: nn.Module, latent_dim: int) -> Tensor | None:
@@ -863,23 +875,9 @@ def sefa_directions(weight: Tensor, k: int = 10, mu: Tensor | None = None) -> Di
     W = torch.as_tensor(weight).double()
     if W.dim() != 2:
         raise InputError(f"SeFa needs a weight matrix (D, K); got {tuple(W.shape)}")
-    k = _check_k(k, W.shape[1])
-    gram = W.T @ W
-    values, vectors = _top_eigen(gram, k)
-    total = float(gram.diagonal().sum())
     x = None if mu is None else _as_matrix(mu, "mu")
-    directions = [
-        make_direction(
-            f"sefa_{i}",
-            vectors[i],
-            "sefa",
-            mu=x,
-            source=f"eigenvector {i} of W^T W of the decoder's first linear layer (SeFa)",
-            scores={"explained_variance": float(values[i]) / total if total > 0 else 0.0},
-        )
-        for i in range(k)
-    ]
-    return DirectionSet(directions, W.shape[1], {"finder": "sefa"})
+    source = "eigenvector {i} of W^T W of the decoder's first linear layer (SeFa)"
+    return _eigen_directions(W.T @ W, k, "sefa", source, x)
 
 
 def jacobian_directions(
@@ -901,24 +899,9 @@ def jacobian_directions(
     from latentcam.explain.decoder import decoder_gram
 
     gram = decoder_gram(model, mu, cond)  # type: ignore[arg-type]
-    k = _check_k(k, gram.shape[0])
-    values, vectors = _top_eigen(gram, k)
-    total = float(gram.diagonal().sum())
     x = _as_matrix(mu, "mu")
-    directions = [
-        make_direction(
-            f"jacobian_{i}",
-            vectors[i],
-            "jacobian",
-            mu=x,
-            source=(
-                f"eigenvector {i} of the decoder Jacobian's J^T J averaged over {x.shape[0]} images"
-            ),
-            scores={"explained_variance": float(values[i]) / total if total > 0 else 0.0},
-        )
-        for i in range(k)
-    ]
-    return DirectionSet(directions, x.shape[1], {"finder": "jacobian"})
+    source = f"eigenvector {{i}} of the decoder Jacobian's J^T J averaged over {x.shape[0]} images"
+    return _eigen_directions(gram, k, "jacobian", source, x)
 
 
 def mean_difference(

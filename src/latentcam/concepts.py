@@ -12,10 +12,10 @@ run:
 - :func:`resolve_directions`: what ``--directions`` means on the command line (a file, or a
   finder's name such as ``attributes``), with ``--names`` selecting.
 - :func:`score_directions`: for each direction that has parts, at every layer x method,
-  the energy of its heatmap in the part, the pointing game with two chance levels (the
-  part's area share, and a random cell of that layer's grid), the pointing game of its
-  effect map |decode(mu + 3 s w) - decode(mu - 3 s w)| (s = the data's standard deviation
-  along w) and the Spearman agreement between the two over the cells of the layer's grid (the
+  the energy of its heatmap in the part, the pointing game with three chance levels (the
+  part's area share, a random cell of that layer's grid, random directions), the pointing
+  game of its effect map |decode(mu + 3 m) - decode(mu - 3 m)| (m = one data standard
+  deviation of the score mu . w, along the direction's activation pattern) and the Spearman agreement between the two over the cells of the layer's grid (the
   effect map average-pooled to it; on the first :data:`SPEARMAN_FACES` scored faces); faces
   where the part is empty are left out and counted.
 - :func:`directions_report`: the ``directions`` section of ``latentcam evaluate``: every

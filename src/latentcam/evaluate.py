@@ -55,8 +55,9 @@ and returns one JSON-ready dict. Its sections (keys) are:
     part's area share), ``cell_chance`` (a random cell of that layer's grid),
     ``random_pointing`` and ``random_energy`` (the same scores of 8 seeded random directions:
     the null baseline of a map that knows the face but not the concept),
-    ``effect_pointing`` (the pointing game of the effect map |decode(mu + 3 s w) -
-    decode(mu - 3 s w)|) and ``spearman_cam_effect``; ``best`` (the layer and method that
+    ``effect_pointing`` (the pointing game of the effect map |decode(mu + 3 m) -
+    decode(mu - 3 m)|, m = one data SD of the score along the direction's activation
+    pattern) and ``spearman_cam_effect``; ``best`` (the layer and method that
     localise best by the rule of ``--layer auto`` against the strongest of the three baselines,
     with the same scores and a ``verdict`` against that baseline); ``unit`` (the best single
     unit's scores at that layer and method, and its ``own_best``). ``directions.unsupervised

@@ -7,8 +7,8 @@ the scores that ``latentcam evaluate`` wrote under ``directions``
 (:func:`latentcam.concepts.directions_report`) beside those of the best single unit for the
 same concept, and one figure per attribute: the input with the part outlined, the heatmaps
 of the direction and of the unit at the direction's best layer and method, their effect
-maps, and the traversal z = mu + t s w (t = -2 ... 2 data standard deviations) with the
-heatmap and effect map at each step. Then the most significant directions (held-out AUROC
+maps, and the traversal z = mu + t m (t = -2 ... 2 data standard deviations of the score,
+m along the direction's activation pattern) with the heatmap and effect map at each step. Then the most significant directions (held-out AUROC
 of each direction beside its best unit, and the unsupervised directions' share of variance)
 and what the unsupervised directions (PCA, SeFa or the decoder Jacobian's) correlate with.
 
@@ -42,7 +42,7 @@ Tensor = torch.Tensor
 TITLE = "What the model knows about each attribute"
 #: Attributes shown first (the paper's and the measured ones), when the data has them.
 HEADLINE = ("Smiling", "Eyeglasses", "Wearing_Hat", "Bangs")
-#: Traversal steps, in data standard deviations along each direction.
+#: Traversal steps, in data standard deviations of each direction's score.
 STEPS = (-2.0, -1.0, 0.0, 1.0, 2.0)
 #: Effect-map step (in data standard deviations), as ``directions_report`` scores it.
 EFFECT_DELTA = 3.0

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from latentcam.errors import CheckpointError, InputError
-from latentcam.io import atomic_path, ensure_dir, write_json
+from latentcam.io import ADAPTER_FILES, atomic_path, ensure_dir, write_json
 from latentcam.models.adapters import (
     INPUT_LAYER,
     PREFIX,
@@ -54,9 +54,9 @@ from latentcam.models.base import IMAGE
 log = logging.getLogger(__name__)
 
 #: The spec file of an adapted-model run folder.
-SPEC_FILE = "adapter.json"
+SPEC_FILE = ADAPTER_FILES[0]
 #: The weights file of an adapted-model run folder.
-WEIGHTS_FILE = "weights.safetensors"
+WEIGHTS_FILE = ADAPTER_FILES[1]
 #: Bumped when the layout of ``adapter.json`` changes incompatibly.
 SPEC_FORMAT = 1
 #: The ``library`` values a spec may name.

@@ -113,7 +113,8 @@ def _explain_traverse_directions(run: Path, out: Path, K: int, h: int) -> None:
     shapes = _npz(out / "explain" / "maps.npz")
     assert shapes["maps"] == (3, K, h, h) and shapes["images"] == (3, 3, SIZE, SIZE)
     assert (out / "explain" / "grid.png").is_file()
-    _run("traverse", run, "--out", out / "traverse", "--n", 1, "--units", "0,1", "--deltas", "0.1,0.5,0.9")
+    steps = ("--units", "0,1", "--deltas", "0.1,0.5,0.9")
+    _run("traverse", run, "--out", out / "traverse", "--n", 1, *steps)
     shapes = _npz(out / "traverse" / "additive" / "traversal.npz")
     assert shapes["images"] == (1, 2, 3, 3, SIZE, SIZE) and shapes["heatmaps"] == (1, 2, 3, h, h)
     _run("directions", run, "--out", out / "dirs", "--kind", "pca", "--k", 2)
@@ -183,7 +184,10 @@ def test_import_python_factory_with_weights(
     }  # fmt: skip
     save_file(state, str(tmp_path / "w.safetensors"))
     run = _import(
-        tmp_path, "python", f"{name}:build", extra=("--weights", "w.safetensors", "--data", str(faces))
+        tmp_path,
+        "python",
+        f"{name}:build",
+        extra=("--weights", "w.safetensors", "--data", str(faces)),
     )
     model = load_run(run).model
     torch.testing.assert_close(model.module.fc_mu.weight, state["fc_mu.weight"], rtol=0, atol=0)

@@ -51,9 +51,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--size", type=count, metavar="S", help="image side to explain (default: the model's own)"
     )
-    p.add_argument(
-        "--data", metavar="PATH", help="dataset the model expects (a folder or 'synth')"
-    )
+    p.add_argument("--data", metavar="PATH", help="dataset the model expects (a folder or 'synth')")
     p.set_defaults(handler=run_import)
 
 

@@ -450,6 +450,7 @@ def _load_weights(model: torch.nn.Module, weights: Path) -> None:
     """Load a state dict file (safetensors, else ``torch.load(weights_only=True)``) strictly."""
     if not weights.is_file():
         raise InputError(f"weights file not found: {weights}")
+    state: Any
     try:
         if weights.suffix == ".safetensors":
             from safetensors.torch import load_file

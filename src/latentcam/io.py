@@ -47,15 +47,21 @@ def _default_mode() -> int:
 
 _FILE_MODE = _default_mode()
 
-#: Files and folders of a run folder that only ``latentcam train`` writes.
-RUN_FILES = ("config.yaml", "metrics.json")
+#: The spec and weights of an adapted model's run folder (``latentcam import``, see
+#: :mod:`latentcam.models.saved`).
+ADAPTER_FILES = ("adapter.json", "weights.safetensors")
+#: Files and folders of a run folder that only ``latentcam train`` (or ``import``) writes.
+RUN_FILES = ("config.yaml", "metrics.json", *ADAPTER_FILES)
 RUN_FOLDERS = ("checkpoints", "logs")
 
 
 def is_run_folder(path: str | Path) -> bool:
-    """True for a folder written by ``latentcam train``: a ``config.yaml`` beside a
-    ``checkpoints/`` folder or a ``metrics.json``."""
+    """True for a folder written by ``latentcam train`` (a ``config.yaml`` beside a
+    ``checkpoints/`` folder or a ``metrics.json``) or ``latentcam import`` (an
+    ``adapter.json``)."""
     path = Path(path)
+    if (path / ADAPTER_FILES[0]).is_file():
+        return True
     return (path / "config.yaml").is_file() and (
         (path / "checkpoints").is_dir() or (path / "metrics.json").is_file()
     )

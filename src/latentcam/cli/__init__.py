@@ -21,6 +21,7 @@ from latentcam.errors import LatentcamError
 COMMAND_MODULES = (
     "data",
     "train",
+    "imports",
     "explain",
     "directions",
     "evaluate",

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from latentcam.errors import CheckpointError, InputError
-from latentcam.io import atomic_path, ensure_dir, write_json
+from latentcam.io import ADAPTER_FILES, atomic_path, ensure_dir, write_json
 from latentcam.models.adapters import (
     INPUT_LAYER,
     PREFIX,
@@ -54,9 +54,9 @@ from latentcam.models.base import IMAGE
 log = logging.getLogger(__name__)
 
 #: The spec file of an adapted-model run folder.
-SPEC_FILE = "adapter.json"
+SPEC_FILE = ADAPTER_FILES[0]
 #: The weights file of an adapted-model run folder.
-WEIGHTS_FILE = "weights.safetensors"
+WEIGHTS_FILE = ADAPTER_FILES[1]
 #: Bumped when the layout of ``adapter.json`` changes incompatibly.
 SPEC_FORMAT = 1
 #: The ``library`` values a spec may name.
@@ -305,7 +305,7 @@ def _build(spec: dict[str, Any]) -> Adapter:
     else:
         module = _call_factory(arch)
         options = arch.get("wrap")
-        if options is None:
+        if options is None or isinstance(module, Adapter):  # a factory may return an adapter
             built = adapt(module, image_size=size)
         else:
             built = wrap(module, image_size=size, **options)
@@ -363,3 +363,184 @@ def load_adapted(path: str | Path, map_location: Any = "cpu") -> Adapter:
     if isinstance(map_location, (str, torch.device)):
         model.to(map_location)
     return model.eval()
+
+
+# ----------------------------------------------------------------------------- import
+
+#: The ``--from`` formats of :func:`import_model`.
+IMPORT_FORMATS = ("diffusers", "pythae", "python")
+
+
+def _read_diffusers(folder: Path) -> Any:
+    """An ``AutoencoderKL`` from a ``save_pretrained`` folder, read locally (no hub)."""
+    if not (folder / "config.json").is_file():
+        raise InputError(
+            f"{folder} is not a diffusers model folder: it has no config.json; give a folder "
+            "written by AutoencoderKL.save_pretrained"
+        )
+    try:
+        from diffusers import AutoencoderKL
+    except ImportError:
+        raise InputError(
+            "importing a diffusers model needs diffusers: pip install 'latentcam[diffusers]'"
+        ) from None
+    try:
+        return AutoencoderKL.from_pretrained(
+            str(folder), local_files_only=True, low_cpu_mem_usage=False
+        )
+    except (OSError, ValueError, RuntimeError, TypeError, KeyError) as err:
+        raise InputError(
+            f"cannot read the AutoencoderKL in {folder} ({type(err).__name__}: {_first_line(err)})"
+        ) from None
+
+
+def _read_pythae(folder: Path) -> Any:
+    """A pythae model from a ``model.save(dir)`` folder (model_config.json + model.pt).
+
+    Only models with pythae's default networks: a folder with its own encoder or decoder
+    stores them as pickles (encoder.pkl, decoder.pkl), which latentcam does not unpickle.
+    """
+    for name in ("model_config.json", "model.pt"):
+        if not (folder / name).is_file():
+            raise InputError(
+                f"{folder} is not a pythae model folder: it has no {name}; give a folder "
+                "written by pythae's model.save(dir)"
+            )
+    custom = [n for n in ("encoder.pkl", "decoder.pkl") if (folder / n).is_file()]
+    if custom:
+        raise InputError(
+            f"{folder} holds its own networks as pickles ({', '.join(custom)}), which latentcam "
+            "does not unpickle; import the model with --from python MODULE:FACTORY --weights FILE"
+        )
+    try:
+        from pythae.models import AutoModel
+    except ImportError:
+        raise InputError(
+            "importing a pythae model needs pythae: pip install 'latentcam[pythae]'"
+        ) from None
+    try:
+        # pythae reads model.pt with torch.load, whose default is weights_only=True here
+        return AutoModel.load_from_folder(str(folder))
+    except (OSError, ValueError, RuntimeError, TypeError, KeyError, NameError) as err:
+        raise InputError(
+            f"cannot read the pythae model in {folder} ({type(err).__name__}: {_first_line(err)})"
+        ) from None
+
+
+def state_diff(
+    expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], show: int = 3
+) -> str:
+    """Missing, unexpected and wrongly shaped entries of ``found``, a few of each."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [
+        f"{k} {tuple(found[k].shape)} in the file vs {tuple(v.shape)} in the model"
+        for k, v in expected.items()
+        if k in found and found[k].shape != v.shape
+    ]
+
+    def fmt(keys: list[str]) -> str:
+        more = f" and {len(keys) - show} more" if len(keys) > show else ""
+        return ", ".join(keys[:show]) + more if keys else "none"
+
+    return f"missing: {fmt(missing)}; unexpected: {fmt(unexpected)}; wrong shape: {fmt(shapes)}"
+
+
+def _load_weights(model: torch.nn.Module, weights: Path) -> None:
+    """Load a state dict file (safetensors, else ``torch.load(weights_only=True)``) strictly."""
+    if not weights.is_file():
+        raise InputError(f"weights file not found: {weights}")
+    state: Any
+    try:
+        if weights.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(weights))
+        else:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as err:  # any unreadable file: one line with its type
+        raise InputError(
+            f"cannot read the weights in {weights} ({type(err).__name__}: {_first_line(err)}); "
+            "give a state dict saved with safetensors or torch.save(model.state_dict())"
+        ) from None
+    for key in ("state_dict", "model_state_dict"):  # Lightning's and pythae's wrappers
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise InputError(f"{weights} holds a {type(state).__name__}, not a state dict")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError:
+        raise InputError(
+            f"the weights in {weights} do not fit the model "
+            f"({state_diff(model.state_dict(), state)})"
+        ) from None
+
+
+def import_model(
+    source: str,
+    location: str,
+    out: str | Path,
+    weights: str | Path | None = None,
+    image_size: int | None = None,
+    data: str | None = None,
+) -> Path:
+    """Write another library's VAE (or plain code) as a latentcam run folder.
+
+    Args:
+        source: "diffusers" (a ``save_pretrained`` folder of an ``AutoencoderKL``, read
+            locally), "pythae" (a ``model.save(dir)`` folder, default networks only) or
+            "python" (``module:factory``, a callable returning a model that
+            :func:`~latentcam.models.adapters.adapt` accepts, or an adapter; the module is
+            imported from the current directory too).
+        location: the folder, or ``module:factory``.
+        out: the run folder to write (must not hold a run).
+        weights: a state dict file (``.safetensors``, else ``torch.load`` with
+            ``weights_only=True``) loaded strictly into the model before it is adapted.
+        image_size: S, the side of the images to explain; default the model's own.
+        data: the dataset the model expects (a path or "synth"), recorded in the spec.
+
+    Returns:
+        ``out`` as a Path.
+
+    Raises:
+        InputError: an unknown format, a missing folder, weights that do not fit, a factory
+            that raises, an image size the model cannot take, ``out`` already a run. Nothing
+            is written under ``out`` then.
+    """
+    import sys
+
+    if source not in IMPORT_FORMATS:
+        raise InputError(f"unknown format '{source}'; give one of {', '.join(IMPORT_FORMATS)}")
+    out = Path(out)
+    if is_adapter_run(out) or (out / "checkpoints").is_dir():
+        raise InputError(f"{out} already holds a run; choose a new folder")
+    factory: str | None = None
+    if data is not None and data != "synth":
+        if not Path(data).exists():
+            raise InputError(f"dataset not found: {data}; give a dataset folder or 'synth'")
+        data = str(Path(data).resolve())  # the run folder may be read from elsewhere
+    if source == "python":
+        factory = location
+        _factory_spec(factory, None)  # the form module:function
+        if "" not in sys.path:
+            sys.path.insert(0, "")  # the module may lie in the current directory
+        try:
+            module: Any = _call_factory({"factory": factory})
+        except CheckpointError as err:
+            raise InputError(str(err)) from None
+    else:
+        folder = Path(location)
+        if not folder.is_dir():
+            raise InputError(f"model folder not found: {folder}")
+        module = _read_diffusers(folder) if source == "diffusers" else _read_pythae(folder)
+    if weights is not None:
+        target = module.module if isinstance(module, Adapter) else module
+        _load_weights(target, Path(weights))
+    adapted = adapt(module, image_size=image_size)
+    if not isinstance(adapted, Adapter):
+        raise InputError(
+            f"'{location}' gives a latentcam {type(adapted).__name__}; latentcam's own models "
+            "are run folders already (latentcam train)"
+        )
+    return save_adapted(adapted, out, factory=factory, data=data)

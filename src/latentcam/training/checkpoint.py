@@ -22,6 +22,7 @@ import torch
 from latentcam.config import DataConfig, ModelConfig, RunConfig, load_config, to_dict
 from latentcam.errors import CheckpointError, ConfigError, InputError
 from latentcam.models.base import GenerativeModel
+from latentcam.models.saved import state_diff
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +248,7 @@ def load_run(path: str | Path, map_location: Any = "cpu", kind: str | None = Non
     except RuntimeError:
         raise CheckpointError(
             f"the weights in {ckpt_path} do not fit the {cfg.model.kind} model its config "
-            f"describes ({_state_diff(model.state_dict(), state)}); the file was edited or "
+            f"describes ({state_diff(model.state_dict(), state)}); the file was edited or "
             "written by an incompatible version: train again or use another checkpoint"
         ) from None
     if isinstance(map_location, (str, torch.device)):
@@ -293,25 +294,6 @@ def _load_adapter_run(path: Path, map_location: Any, kind: str | None) -> Loaded
     return LoadedRun(
         model=model, config=cfg, checkpoint_path=path / "weights.safetensors", run_dir=path
     )
-
-
-def _state_diff(
-    expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], show: int = 3
-) -> str:
-    """Missing, unexpected and wrongly shaped entries of ``found``, a few of each."""
-    missing = [k for k in expected if k not in found]
-    unexpected = [k for k in found if k not in expected]
-    shapes = [
-        f"{k} {tuple(found[k].shape)} in the file vs {tuple(v.shape)} in the model"
-        for k, v in expected.items()
-        if k in found and found[k].shape != v.shape
-    ]
-
-    def fmt(keys: list[str]) -> str:
-        more = f" and {len(keys) - show} more" if len(keys) > show else ""
-        return ", ".join(keys[:show]) + more if keys else "none"
-
-    return f"missing: {fmt(missing)}; unexpected: {fmt(unexpected)}; wrong shape: {fmt(shapes)}"
 
 
 def load_model(

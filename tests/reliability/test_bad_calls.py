@@ -179,6 +179,13 @@ CASES: dict[str, list[Case]] = {
         Case("directions {missing} --out {out}", "checkpoint not found"),
         Case("directions {vae} --out {vae}", "is the run folder"),
     ],
+    "import": [
+        Case("import --from diffusers {missing} --out {out}", "model folder not found"),
+        Case("import --from python no_such_module_xyz:make --out {out}", "cannot find the factory"),
+        Case("import --from python os:path --out {out}", "the factory 'os:path' raised"),
+        Case("import --from diffusers {missing} --out {out} --size 0", "--size: must be an integer"),
+        Case("import --from nope {missing} --out {out}", "nope"),
+    ],
     "evaluate": [
         Case("evaluate {vae} --out {out}.json --layer encoder.blocks.9", "unknown layer"),
         Case("evaluate {vae} --out {out}.json --n 0", "--n: must be an integer >= 1, got 0"),

@@ -58,6 +58,7 @@ SWEEP: list[Bad] = [
     Bad("overwrite", "sweep --config tiny --out {run} --grid latent=4"),
     Bad("overwrite", "demo --out {run}/logs"),
     Bad("overwrite", "data info {data} --cache-dir {data}"),
+    Bad("overwrite", "import --from python os:path --weights {run}/weights.pt --out {run}/imported"),
     # NaN
     Bad("nan", "train --config tiny --out {out} train.max_minutes=nan"),
     Bad("nan", "train --config tiny --out {out} --minutes nan"),

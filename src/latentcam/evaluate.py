@@ -97,7 +97,6 @@ from latentcam.explain import metrics as M
 from latentcam.explain.cam import METHODS, compute_cams, latent_cams, upsample
 from latentcam.explain.decoder import (
     decoder_jacobian,
-    map_agreement,
     matrix_agreement,
     part_matrix,
     units_for_part,
@@ -292,7 +291,15 @@ def evaluate(
     log.info("localisation of %d layers x %d methods", len(wanted), len(methods))
     with _stage(seconds, "comparison"):
         rows = compare_layers(
-            bank, wanted, methods, scored, eff_scored, parts_m, regions_scored, dec_maps
+            bank,
+            wanted,
+            methods,
+            scored,
+            eff_scored,
+            parts_m,
+            regions_scored,
+            dec_maps,
+            progress=progress,
         )
     explained = list(request.layers)
     localisation: dict[str, Any] = {}
@@ -311,14 +318,19 @@ def evaluate(
             explained.append(choice.layer)
     # --- per layer (method ``method``): means over active units and the top units by KL
     by_pair = {(r.layer, r.method): r for r in rows}
+    column = {u: j for j, u in enumerate(scored)}
     loc_layers: dict[str, Any] = {}
     for layer in explained:
         row = by_pair[(layer, method)]
-        with _stage(seconds, "comparison"):
-            cams = bank.image_maps(layer, method, shown)
-            scores = localisation_scores(
-                cams, effects[:, shown], parts_m, [regions[u] for u in shown]
-            )
+        if all(u in column for u in shown):  # the comparison scored them: reuse its scores
+            index = torch.tensor([column[u] for u in shown], dtype=torch.long)
+            scores = {k: v[index] for k, v in row.per_unit.items() if k != "spearman_cam_decoder"}
+        else:
+            with _stage(seconds, "comparison"):
+                cams = bank.image_maps(layer, method, shown)
+                scores = localisation_scores(
+                    cams, effects[:, shown], parts_m, [regions[u] for u in shown]
+                )
         means = {k: getattr(row, k) for k in SCORE_KEYS if k != "spearman_cam_decoder"}
         if parts_m is None:
             means = {k: means[k] for k in ("spearman_cam_effect", "top10_iou_cam_effect")}
@@ -343,7 +355,14 @@ def evaluate(
     result["localisation"] = localisation
     with _stage(seconds, "decoder"):
         result["decoder"] = _decoder_section(
-            bank, paper_layer, method, scored, dec_maps, dec.exact, parts_m
+            bank,
+            paper_layer,
+            method,
+            scored,
+            dec_maps,
+            dec.exact,
+            parts_m,
+            by_pair[(paper_layer, method)].per_unit["spearman_cam_decoder"],
         )
     # --- attribute probes (which units matter)
     if batch.attrs is not None and N >= 8:
@@ -439,10 +458,14 @@ def _decoder_section(
     dec_maps: torch.Tensor,
     exact: bool,
     parts: torch.Tensor | None,
+    rho: torch.Tensor,
 ) -> dict[str, Any]:
-    """Encoder-side (Grad-CAM at ``layer``) vs decoder-side (d decode / d z_k) explanations."""
+    """Encoder-side (Grad-CAM at ``layer``) vs decoder-side (d decode / d z_k) explanations.
+
+    ``rho``: float (T,), Spearman(Grad-CAM, decoder map) per unit, as
+    :func:`latentcam.explain.decoder.map_agreement` (the comparison's ``per_unit`` row).
+    """
     cams = bank.image_maps(layer, method, units)  # (Nm, T, H, W)
-    rho = map_agreement(cams, dec_maps)
     out: dict[str, Any] = {
         "units": units,
         "encoder_layer": layer,

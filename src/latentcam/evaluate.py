@@ -255,7 +255,9 @@ def evaluate(
     parts_m = None if batch.parts is None else batch.parts[:Nm]
     log.info("effect maps of %d units on %d images", K, Nm)
     with _stage(seconds, "effect_maps"):
-        effects = effect_maps(model, mu[:Nm], cond=c_m, delta=3.0).cpu()  # (Nm, K, H, W)
+        effects = effect_maps(
+            model, mu[:Nm], cond=c_m, delta=3.0, progress=progress
+        ).cpu()  # (Nm, K, H, W)
         eff_size = M.effect_size(effects).cpu()
     result["ranking"] = {
         "by_kl": by_kl.tolist(),
@@ -280,7 +282,7 @@ def evaluate(
     scored = torch.nonzero(active).flatten().tolist() or list(range(K))
     log.info("decoder gradient maps of %d units on %d images", len(scored), Nm)
     with _stage(seconds, "decoder_maps"):
-        dec = decoder_jacobian(model, mu[:Nm], cond=c_m, units=scored)
+        dec = decoder_jacobian(model, mu[:Nm], cond=c_m, units=scored, progress=progress)
         dec_maps = dec.maps.cpu()  # (Nm, T, H, W)
     eff_scored = effects[:, scored]
     regions_scored = [regions[u] for u in scored]
@@ -386,7 +388,7 @@ def evaluate(
     if batch.factors is not None and N >= 16:
         with _stage(seconds, "disentanglement"):
             result["disentanglement"] = _disentanglement(
-                batch, mu.cpu(), bank, explained, parts_m, method, methods
+                batch, mu.cpu(), bank, explained, parts_m, method, methods, progress
             )
     # --- concepts: latent directions scored against their parts
     if directions is not False and (directions not in (None, True) or batch.attrs is not None):
@@ -511,6 +513,7 @@ def _disentanglement(
     parts_m: torch.Tensor | None,
     method: str,
     methods: Sequence[str] = (),
+    progress: bool = False,
 ) -> dict[str, Any]:
     assert batch.factors is not None
     model = bank.model
@@ -518,7 +521,7 @@ def _disentanglement(
     N = mu.shape[0]
     half = N // 2
     m = mig(mu, factors)
-    d = dci(mu[:half], factors[:half], mu[half:], factors[half:])
+    d = dci(mu[:half], factors[:half], mu[half:], factors[half:], progress=progress)
     best = best_unit_per_factor(mu, factors)
     out: dict[str, Any] = {
         "mig": m.score,

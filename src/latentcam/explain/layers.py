@@ -443,7 +443,7 @@ class ComparisonRow:
     spearman_cam_decoder: float = float("nan")
     dead_fraction: float = float("nan")
     #: score name -> float (T,) per scored unit (:func:`localisation_scores`), not in as_dict
-    per_unit: dict[str, Tensor] = field(default_factory=dict, repr=False, compare=False)
+    per_unit: dict[str, Tensor] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("layer", "method", "map_size", *SCORE_KEYS)}

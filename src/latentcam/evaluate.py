@@ -82,7 +82,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,6 @@ from latentcam.explain import metrics as M
 from latentcam.explain.cam import METHODS, compute_cams, latent_cams, upsample
 from latentcam.explain.decoder import (
     decoder_jacobian,
-    map_agreement,
     matrix_agreement,
     part_matrix,
     units_for_part,
@@ -145,6 +145,32 @@ HEADLINE_ATTRIBUTES = (
 )
 
 
+#: The stages of :func:`evaluate` timed in ``seconds_by_stage``, in the order they run.
+STAGES = (
+    "units",
+    "effect_maps",
+    "decoder_maps",
+    "comparison",
+    "decoder",
+    "ranking",
+    "disentanglement",
+    "directions",
+    "sanity",
+    "segmentation",
+    "attribute_control",
+)
+
+
+@contextmanager
+def _stage(seconds: dict[str, float], name: str) -> Iterator[None]:
+    """Add the wall-clock seconds of the ``with`` block to ``seconds[name]``."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
+
+
 def _comparison_layers(model: torch.nn.Module, wanted: Sequence[str]) -> list[str]:
     """``wanted`` in a stable order: encoder blocks shallow to deep, other names, fusion."""
     blocks = [b for b in encoder_blocks(model) if b in wanted]
@@ -188,6 +214,7 @@ def evaluate(
         A JSON-ready dict (floats, ints, lists, strings).
     """
     t0 = time.perf_counter()
+    seconds: dict[str, float] = {}  # stage -> wall-clock seconds (``seconds_by_stage``)
     model = batch.run.model
     cfg = batch.run.config
     images, cond = batch.images, batch.cond
@@ -199,10 +226,10 @@ def evaluate(
         raise InputError(f"unknown CAM method '{bad[0]}'; choose one of: {', '.join(METHODS)}")
     request = parse_layers(model, layers)  # fails fast on a bad name, before the costly part
     paper_layer = model.explain_layer
-    with torch.no_grad():
+    with _stage(seconds, "units"), torch.no_grad():
         mu, logvar = model.encode(images, cond)
+        kl = kl_per_unit(mu, logvar).cpu()
     K = mu.shape[1]
-    kl = kl_per_unit(mu, logvar).cpu()
     active = M.active_units(kl, ACTIVE_THRESHOLD)
     by_kl = M.rank_units(kl)
     result: dict[str, Any] = {
@@ -228,8 +255,11 @@ def evaluate(
     c_m = None if cond is None else cond[:Nm]
     parts_m = None if batch.parts is None else batch.parts[:Nm]
     log.info("effect maps of %d units on %d images", K, Nm)
-    effects = effect_maps(model, mu[:Nm], cond=c_m, delta=3.0).cpu()  # (Nm, K, H, W)
-    eff_size = M.effect_size(effects).cpu()
+    with _stage(seconds, "effect_maps"):
+        effects = effect_maps(
+            model, mu[:Nm], cond=c_m, delta=3.0, progress=progress
+        ).cpu()  # (Nm, K, H, W)
+        eff_size = M.effect_size(effects).cpu()
     result["ranking"] = {
         "by_kl": by_kl.tolist(),
         "by_effect": M.rank_units(eff_size).tolist(),
@@ -237,7 +267,8 @@ def evaluate(
     }
     regions = ["none"] * K
     if parts_m is not None:
-        table = M.unit_part_table(effects, parts_m)
+        with _stage(seconds, "effect_maps"):
+            table = M.unit_part_table(effects, parts_m)
         best = M.best_region(table)
         regions = best.names
         result["unit_part_effect"] = {
@@ -251,8 +282,9 @@ def evaluate(
     shown = by_kl[: min(top_units, K)].tolist()
     scored = torch.nonzero(active).flatten().tolist() or list(range(K))
     log.info("decoder gradient maps of %d units on %d images", len(scored), Nm)
-    dec = decoder_jacobian(model, mu[:Nm], cond=c_m, units=scored)
-    dec_maps = dec.maps.cpu()  # (Nm, T, H, W)
+    with _stage(seconds, "decoder_maps"):
+        dec = decoder_jacobian(model, mu[:Nm], cond=c_m, units=scored, progress=progress)
+        dec_maps = dec.maps.cpu()  # (Nm, T, H, W)
     eff_scored = effects[:, scored]
     regions_scored = [regions[u] for u in scored]
     bank = CamBank(model, x_m, c_m, fuse_how=fuse_how)
@@ -260,9 +292,18 @@ def evaluate(
     candidates = auto_candidates(model) if request.auto else []
     wanted = _comparison_layers(model, [*request.layers, paper_layer, *candidates])
     log.info("localisation of %d layers x %d methods", len(wanted), len(methods))
-    rows = compare_layers(
-        bank, wanted, methods, scored, eff_scored, parts_m, regions_scored, dec_maps
-    )
+    with _stage(seconds, "comparison"):
+        rows = compare_layers(
+            bank,
+            wanted,
+            methods,
+            scored,
+            eff_scored,
+            parts_m,
+            regions_scored,
+            dec_maps,
+            progress=progress,
+        )
     explained = list(request.layers)
     localisation: dict[str, Any] = {}
     if request.auto:
@@ -280,11 +321,19 @@ def evaluate(
             explained.append(choice.layer)
     # --- per layer (method ``method``): means over active units and the top units by KL
     by_pair = {(r.layer, r.method): r for r in rows}
+    column = {u: j for j, u in enumerate(scored)}
     loc_layers: dict[str, Any] = {}
     for layer in explained:
         row = by_pair[(layer, method)]
-        cams = bank.image_maps(layer, method, shown)
-        scores = localisation_scores(cams, effects[:, shown], parts_m, [regions[u] for u in shown])
+        if all(u in column for u in shown):  # the comparison scored them: reuse its scores
+            index = torch.tensor([column[u] for u in shown], dtype=torch.long)
+            scores = {k: v[index] for k, v in row.per_unit.items() if k != "spearman_cam_decoder"}
+        else:
+            with _stage(seconds, "comparison"):
+                cams = bank.image_maps(layer, method, shown)
+                scores = localisation_scores(
+                    cams, effects[:, shown], parts_m, [regions[u] for u in shown]
+                )
         means = {k: getattr(row, k) for k in SCORE_KEYS if k != "spearman_cam_decoder"}
         if parts_m is None:
             means = {k: means[k] for k in ("spearman_cam_effect", "top10_iou_cam_effect")}
@@ -307,85 +356,100 @@ def evaluate(
         comparison=[r.as_dict() for r in rows],
     )
     result["localisation"] = localisation
-    result["decoder"] = _decoder_section(
-        bank, paper_layer, method, scored, dec_maps, dec.exact, parts_m
-    )
+    with _stage(seconds, "decoder"):
+        result["decoder"] = _decoder_section(
+            bank,
+            paper_layer,
+            method,
+            scored,
+            dec_maps,
+            dec.exact,
+            parts_m,
+            by_pair[(paper_layer, method)].per_unit["spearman_cam_decoder"],
+        )
     # --- attribute probes (which units matter)
     if batch.attrs is not None and N >= 8:
-        attrs = batch.attrs
-        rate = attrs.mean(0)
-        varied = [
-            (a, name) for a, name in enumerate(ATTRIBUTE_NAMES) if 0.02 < float(rate[a]) < 0.98
-        ]
-        if varied:
-            cols = [a for a, _ in varied]
-            probe = probe_units(mu.cpu(), attrs[:, cols], method="auroc")
-            names = [name for _, name in varied]
-            top = top_units_per_attribute(probe.scores, names, k=5)
-            result["ranking"]["by_attribute"] = top
-            result["ranking"]["attribute_auroc"] = {
-                name: float(probe.heldout_auroc[i]) for i, name in enumerate(names)
-            }
-            result["ranking"]["headline"] = {a: top[a] for a in HEADLINE_ATTRIBUTES if a in top}
+        with _stage(seconds, "ranking"):
+            attrs = batch.attrs
+            rate = attrs.mean(0)
+            varied = [
+                (a, name) for a, name in enumerate(ATTRIBUTE_NAMES) if 0.02 < float(rate[a]) < 0.98
+            ]
+            if varied:
+                cols = [a for a, _ in varied]
+                probe = probe_units(mu.cpu(), attrs[:, cols], method="auroc")
+                names = [name for _, name in varied]
+                top = top_units_per_attribute(probe.scores, names, k=5)
+                result["ranking"]["by_attribute"] = top
+                result["ranking"]["attribute_auroc"] = {
+                    name: float(probe.heldout_auroc[i]) for i, name in enumerate(names)
+                }
+                result["ranking"]["headline"] = {a: top[a] for a in HEADLINE_ATTRIBUTES if a in top}
     # --- disentanglement on known factors
     if batch.factors is not None and N >= 16:
-        result["disentanglement"] = _disentanglement(
-            batch, mu.cpu(), bank, explained, parts_m, method, methods
-        )
+        with _stage(seconds, "disentanglement"):
+            result["disentanglement"] = _disentanglement(
+                batch, mu.cpu(), bank, explained, parts_m, method, methods, progress
+            )
     # --- concepts: latent directions scored against their parts
     if directions is not False and (directions not in (None, True) or batch.attrs is not None):
-        if isinstance(directions, DirectionSet):
-            found = directions
-        else:
-            found = evaluation_directions(
+        with _stage(seconds, "directions"):
+            if isinstance(directions, DirectionSet):
+                found = directions
+            else:
+                found = evaluation_directions(
+                    batch.run,
+                    batch.data_path,
+                    has_attrs=batch.attrs is not None,
+                    has_factors=batch.factors is not None,
+                    progress=progress,
+                )
+            Nd = min(N, max(1, direction_images))
+            log.info("directions: %d on %d images", len(found), Nd)
+            result["directions"] = directions_report(
                 batch.run,
-                batch.data_path,
-                has_attrs=batch.attrs is not None,
-                has_factors=batch.factors is not None,
+                images[:Nd],
+                None if cond is None else cond[:Nd],
+                None if batch.parts is None else batch.parts[:Nd],
+                found,
                 progress=progress,
             )
-        Nd = min(N, max(1, direction_images))
-        log.info("directions: %d on %d images", len(found), Nd)
-        result["directions"] = directions_report(
-            batch.run,
-            images[:Nd],
-            None if cond is None else cond[:Nd],
-            None if batch.parts is None else batch.parts[:Nd],
-            found,
-            progress=progress,
-        )
     # --- sanity check, on the units (by KL) whose maps are not zero everywhere: a constant
     # map cannot be rank-correlated (with a linear head, a unit's map can be all zero).
     if sanity:
-        xs = images[: min(N, 8)]
-        cs = None if cond is None else cond[: xs.shape[0]]
-        spread = latent_cams(model, xs, cond=cs).maps.flatten(2).std(-1).mean(0).cpu()  # (K,)
-        units = [u for u in by_kl.tolist() if spread[u] > 0][:5]
-        if units:
+        with _stage(seconds, "sanity"):
+            xs = images[: min(N, 8)]
+            cs = None if cond is None else cond[: xs.shape[0]]
+            spread = latent_cams(model, xs, cond=cs).maps.flatten(2).std(-1).mean(0).cpu()  # (K,)
+            units = [u for u in by_kl.tolist() if spread[u] > 0][:5]
+            if units:
 
-            def maps_fn(m: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-                return latent_cams(m, x, cond=cs, units=units).maps
+                def maps_fn(m: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+                    return latent_cams(m, x, cond=cs, units=units).maps
 
-            curve = M.cascading_randomisation(model, xs, maps_fn, cond=cs)
-            result["sanity"] = {
-                "units": units,
-                "curve": [{"layer": s.layer, "spearman": s.correlation} for s in curve],
-                "passes": M.passes_sanity(curve),
-                "threshold": 0.5,
-            }
-        else:
-            result["sanity"] = {
-                "units": [],
-                "curve": [],
-                "passes": None,
-                "threshold": 0.5,
-                "note": "every unit's map is zero on these images",
-            }
+                curve = M.cascading_randomisation(model, xs, maps_fn, cond=cs)
+                result["sanity"] = {
+                    "units": units,
+                    "curve": [{"layer": s.layer, "spearman": s.correlation} for s in curve],
+                    "passes": M.passes_sanity(curve),
+                    "threshold": 0.5,
+                }
+            else:
+                result["sanity"] = {
+                    "units": [],
+                    "curve": [],
+                    "passes": None,
+                    "threshold": 0.5,
+                    "note": "every unit's map is zero on these images",
+                }
     if cfg.model.kind == "segvae":
-        result["segmentation"] = _segmentation(batch, x_m, parts_m)
+        with _stage(seconds, "segmentation"):
+            result["segmentation"] = _segmentation(batch, x_m, parts_m)
     if cfg.model.kind == "cvae" and batch.attrs is not None:
-        result["attribute_control"] = _attribute_control(batch)
+        with _stage(seconds, "attribute_control"):
+            result["attribute_control"] = _attribute_control(batch)
     result["seconds"] = round(time.perf_counter() - t0, 2)
+    result["seconds_by_stage"] = {k: round(seconds[k], 3) for k in STAGES if k in seconds}
     return result
 
 
@@ -397,10 +461,14 @@ def _decoder_section(
     dec_maps: torch.Tensor,
     exact: bool,
     parts: torch.Tensor | None,
+    rho: torch.Tensor,
 ) -> dict[str, Any]:
-    """Encoder-side (Grad-CAM at ``layer``) vs decoder-side (d decode / d z_k) explanations."""
+    """Encoder-side (Grad-CAM at ``layer``) vs decoder-side (d decode / d z_k) explanations.
+
+    ``rho``: float (T,), Spearman(Grad-CAM, decoder map) per unit, as
+    :func:`latentcam.explain.decoder.map_agreement` (the comparison's ``per_unit`` row).
+    """
     cams = bank.image_maps(layer, method, units)  # (Nm, T, H, W)
-    rho = map_agreement(cams, dec_maps)
     out: dict[str, Any] = {
         "units": units,
         "encoder_layer": layer,
@@ -446,6 +514,7 @@ def _disentanglement(
     parts_m: torch.Tensor | None,
     method: str,
     methods: Sequence[str] = (),
+    progress: bool = False,
 ) -> dict[str, Any]:
     assert batch.factors is not None
     model = bank.model
@@ -453,7 +522,7 @@ def _disentanglement(
     N = mu.shape[0]
     half = N // 2
     m = mig(mu, factors)
-    d = dci(mu[:half], factors[:half], mu[half:], factors[half:])
+    d = dci(mu[:half], factors[:half], mu[half:], factors[half:], progress=progress)
     best = best_unit_per_factor(mu, factors)
     out: dict[str, Any] = {
         "mig": m.score,

@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import torch
+from tqdm.auto import tqdm
 
 from latentcam.data.classes import REGIONS
 from latentcam.errors import InputError
@@ -115,6 +116,7 @@ def decoder_jacobian(
     units: Sequence[int] | Tensor | None = None,
     output: str = "auto",
     chunk: int = UNIT_CHUNK,
+    progress: bool = False,
 ) -> DecoderMaps:
     """Per-pixel mean over channels of |d decode(z) / d z_k|, for each unit k.
 
@@ -131,6 +133,7 @@ def decoder_jacobian(
         output: "image" (recon in [0, 1]), "seg" (softmax part probabilities, sigmoid for a
             binary mask) or "auto" (the image when the model decodes one, else "seg").
         chunk: units per vmapped call.
+        progress: show a progress bar over the chunks of units.
 
     Returns:
         :class:`DecoderMaps` with maps float32 (N, T, H, W) >= 0 on z's device, in output
@@ -150,8 +153,9 @@ def decoder_jacobian(
     index = index.to(z.device)
     exact = True
     out = []
+    starts = range(0, index.numel(), chunk)
     with eval_mode(model):
-        for s in range(0, index.numel(), chunk):
+        for s in tqdm(starts, desc="decoder maps", disable=not progress, leave=False):
             part = index[s : s + chunk]
             if exact:
                 try:

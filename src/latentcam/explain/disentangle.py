@@ -291,18 +291,24 @@ def _ridge_importance(
 
 
 def _gbt_importance(
-    mu_train: Tensor, f_train: Tensor, mu_test: Tensor, f_test: Tensor, bins: int
+    mu_train: Tensor,
+    f_train: Tensor,
+    mu_test: Tensor,
+    f_test: Tensor,
+    bins: int,
+    progress: bool = False,
 ) -> tuple[Tensor, float, float]:  # pragma: no cover - needs scikit-learn
     """disentanglement_lib's ``compute_importance_gbt``: one GradientBoostingClassifier per
     discretised factor; importance = feature_importances_, informativeness = accuracy."""
     from sklearn.ensemble import GradientBoostingClassifier
+    from tqdm.auto import tqdm
 
     both = discretise_factors(torch.cat([f_train, f_test]), bins)
     y_tr, y_te = both[: f_train.shape[0]].numpy(), both[f_train.shape[0] :].numpy()
     x_tr, x_te = mu_train.numpy(), mu_test.numpy()
     importance = np.zeros((x_tr.shape[1], y_tr.shape[1]))
     acc_tr, acc_te = [], []
-    for j in range(y_tr.shape[1]):
+    for j in tqdm(range(y_tr.shape[1]), desc="DCI factors", disable=not progress, leave=False):
         clf = GradientBoostingClassifier()
         clf.fit(x_tr, y_tr[:, j])
         importance[:, j] = np.abs(clf.feature_importances_)
@@ -338,6 +344,7 @@ def dci(
     method: str = "auto",
     alpha: float = 1e-3,
     bins: int = 20,
+    progress: bool = False,
 ) -> DCIResult:
     """DCI scores of Eastwood & Williams 2018, as disentanglement_lib computes them.
 
@@ -360,6 +367,7 @@ def dci(
         f_train, f_test: (N, F) factor values, F >= 2.
         alpha: ridge penalty per sample (on standardised data).
         bins: factor discretisation for "gbt".
+        progress: show a progress bar over the factors ("gbt": one classifier each, slow).
     """
     m_tr, m_te = _as_2d(mu_train, "mu_train"), _as_2d(mu_test, "mu_test")
     y_tr, y_te = _as_2d(f_train, "f_train"), _as_2d(f_test, "f_test")
@@ -380,7 +388,7 @@ def dci(
             raise InputError(
                 "dci(method='gbt') needs scikit-learn; install it or use method='ridge'"
             )
-        importance, info_tr, info_te = _gbt_importance(m_tr, y_tr, m_te, y_te, bins)
+        importance, info_tr, info_te = _gbt_importance(m_tr, y_tr, m_te, y_te, bins, progress)
     else:
         raise InputError(f"unknown dci method '{method}'; choose auto, ridge or gbt")
     return DCIResult(

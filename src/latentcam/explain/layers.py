@@ -31,10 +31,11 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from latentcam.errors import InputError
 from latentcam.explain import metrics as M
@@ -341,14 +342,32 @@ def _ranks(maps: Tensor) -> Tensor:
     return M.average_ranks(maps.reshape(*maps.shape[:2], -1))
 
 
+class Reference(NamedTuple):
+    """What every heatmap is compared with, prepared once (:func:`reference_of`): the
+    centred pixel ranks of the effect maps and of the decoder maps (Spearman's rho is the
+    Pearson correlation of ranks) and the effect maps' top-10% pixel masks."""
+
+    effect_ranks: M.Centred  # values (N, T, H*W) float64
+    effect_top: Tensor  # bool (N, T, H*W)
+    decoder_ranks: M.Centred | None
+
+
+def reference_of(effects: Tensor, decoder: Tensor | None = None) -> Reference:
+    """:class:`Reference` of effect maps (N, T, H, W) and decoder maps (same shape) or None."""
+    return Reference(
+        effect_ranks=M.centre(_ranks(effects)),
+        effect_top=M.top_fraction(effects, 0.10),
+        decoder_ranks=None if decoder is None else M.centre(_ranks(decoder)),
+    )
+
+
 def localisation_scores(
     cams: Tensor,
     effects: Tensor,
     parts: Tensor | None,
     regions: Sequence[str],
     decoder: Tensor | None = None,
-    effect_ranks: Tensor | None = None,
-    decoder_ranks: Tensor | None = None,
+    reference: Reference | None = None,
 ) -> dict[str, Tensor]:
     """Per-unit localisation scores of maps against each unit's region and its effect map.
 
@@ -359,9 +378,8 @@ def localisation_scores(
         parts: (N, H, W) part ids, or None (then only the agreement scores).
         regions: T region names (keys of REGIONS) each unit moves, "none" for no region.
         decoder: (N, T, H, W) decoder gradient maps (:mod:`latentcam.explain.decoder`), or None.
-        effect_ranks, decoder_ranks: the pixel ranks of ``effects`` / ``decoder`` when
-            already known (``average_ranks`` over H*W): saves ranking them again for every
-            layer and method.
+        reference: :func:`reference_of` ``(effects, decoder)`` when already known: saves
+            ranking them again for every layer and method.
 
     Returns:
         name -> float (T,): ``spearman_cam_effect`` (Spearman over pixels, mean over images
@@ -378,23 +396,23 @@ def localisation_scores(
     # scored as a uniform map: correlation 0, energy and pointing at chance (region_scores),
     # so layers whose maps die are not scored on their few live maps only.
     flat = M.flat_maps(cams)  # (N, T)
-    cam_ranks = _ranks(cams)
-    if effect_ranks is None:
-        effect_ranks = _ranks(effects)
+    cam_ranks = M.centre(_ranks(cams))
+    if reference is None:
+        reference = reference_of(effects, decoder)
 
-    def agreement(other_ranks: Tensor) -> Tensor:
-        rho = M.pearson(cam_ranks, other_ranks).float()
+    def agreement(other_ranks: M.Centred) -> Tensor:
+        rho = M.pearson_centred(cam_ranks, other_ranks).float()
         return torch.where(flat, torch.zeros_like(rho), rho).nanmean(0)
 
+    cam_top = M.top_fraction(cams, 0.10)
     out = {
-        "spearman_cam_effect": agreement(effect_ranks),
-        "top10_iou_cam_effect": M.top_fraction_iou(cams, effects, 0.10).float().nanmean(0),
+        "spearman_cam_effect": agreement(reference.effect_ranks),
+        "top10_iou_cam_effect": M.top_iou(cam_top, reference.effect_top).float().nanmean(0),
         "dead_fraction": flat.float().mean(0),
     }
     if decoder is not None:
-        if decoder_ranks is None:
-            decoder_ranks = _ranks(decoder)
-        out["spearman_cam_decoder"] = agreement(decoder_ranks)
+        assert reference.decoder_ranks is not None, "reference_of(effects, decoder) needed"
+        out["spearman_cam_decoder"] = agreement(reference.decoder_ranks)
     if parts is not None:
         T = cams.shape[1]
         energy = torch.full((T,), float("nan"))
@@ -424,6 +442,8 @@ class ComparisonRow:
     top10_iou_cam_effect: float = float("nan")
     spearman_cam_decoder: float = float("nan")
     dead_fraction: float = float("nan")
+    #: score name -> float (T,) per scored unit (:func:`localisation_scores`), not in as_dict
+    per_unit: dict[str, Tensor] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("layer", "method", "map_size", *SCORE_KEYS)}
@@ -438,8 +458,10 @@ def compare_layers(
     parts: Tensor | None,
     regions: Sequence[str],
     decoder: Tensor | None = None,
+    progress: bool = False,
 ) -> list[ComparisonRow]:
-    """One :class:`ComparisonRow` per (layer, method): mean localisation over ``units``.
+    """One :class:`ComparisonRow` per (layer, method): mean localisation over ``units``
+    (and, in ``per_unit``, the scores of each unit).
 
     Args:
         bank: the batch's maps.
@@ -450,26 +472,25 @@ def compare_layers(
         parts: (N, H, W) part ids or None.
         regions: T region names, one per unit.
         decoder: (N, T, H, W) decoder maps of those units, or None.
+        progress: show a progress bar.
     """
     rows = []
     real = {
         n for layer in layers for n in (fusion_layers(bank.model) if layer == FUSION else [layer])
     }
-    for name in real:
+    for name in tqdm(sorted(real), desc="gradients", disable=not progress, leave=False):
         bank.prefetch(name, methods)
-    ranked_effects = _ranks(effects)
-    ranked_decoder = None if decoder is None else _ranks(decoder)
-    for layer in layers:
-        size = bank.map_size(layer)
-        for method in methods:
-            cams = bank.image_maps(layer, method, units)
-            scores = localisation_scores(
-                cams, effects, parts, regions, decoder, ranked_effects, ranked_decoder
-            )
-            row = ComparisonRow(layer=layer, method=method, map_size=size)
-            for name, values in scores.items():
-                setattr(row, name, mean_finite(values))
-            rows.append(row)
+    reference = reference_of(effects, decoder)
+    sizes = {layer: bank.map_size(layer) for layer in layers}
+    pairs = [(layer, method) for layer in layers for method in methods]
+    for layer, method in tqdm(pairs, desc="layer x method", disable=not progress, leave=False):
+        cams = bank.image_maps(layer, method, units)
+        scores = localisation_scores(cams, effects, parts, regions, decoder, reference)
+        row = ComparisonRow(layer=layer, method=method, map_size=sizes[layer])
+        for name, values in scores.items():
+            setattr(row, name, mean_finite(values))
+        row.per_unit = scores
+        rows.append(row)
     return rows
 
 
@@ -623,6 +644,7 @@ __all__ = [
     "ComparisonRow",
     "LayerChoice",
     "LayerRequest",
+    "Reference",
     "auto_candidates",
     "choose_layer",
     "compare_layers",
@@ -634,4 +656,5 @@ __all__ = [
     "mean_finite",
     "parse_layers",
     "pick_best",
+    "reference_of",
 ]

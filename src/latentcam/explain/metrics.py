@@ -97,7 +97,8 @@ def average_ranks(values: Tensor) -> Tensor:
         flat = flat.float()
     ordered, order = flat.sort(dim=-1)
     P = flat.shape[-1]
-    pos = torch.arange(P, device=flat.device).expand_as(ordered)
+    index = torch.int32 if P < 2**31 else torch.int64  # half the memory traffic of int64
+    pos = torch.arange(P, device=flat.device, dtype=index).expand_as(ordered)
     differs = ordered[:, 1:] != ordered[:, :-1]
     edge = torch.ones(flat.shape[0], 1, dtype=torch.bool, device=flat.device)
     # each run of equal values spans sorted positions first..last; its rank is their mean + 1
@@ -111,13 +112,32 @@ def average_ranks(values: Tensor) -> Tensor:
     return ranks.reshape(values.shape)
 
 
+class Centred(NamedTuple):
+    """Values minus their mean along the last dim, and the sum of squares of that (float64):
+    one side of :func:`pearson_centred`, kept when one side is compared with several others."""
+
+    values: Tensor  # (..., P)
+    sum_sq: Tensor  # (...)
+
+
+def centre(a: Tensor) -> Centred:
+    """:class:`Centred` of ``a`` (..., P), in float64."""
+    a = a.double()
+    a = a - a.mean(-1, keepdim=True)
+    return Centred(a, a.square().sum(-1))
+
+
+def pearson_centred(a: Centred, b: Centred) -> Tensor:
+    """Pearson correlation along the last dim of two :func:`centre` outputs (float64);
+    NaN where either side is constant."""
+    denom = (a.sum_sq * b.sum_sq).sqrt()
+    corr = (a.values * b.values).sum(-1) / denom
+    return torch.where(denom > 0, corr, torch.full_like(corr, float("nan")))
+
+
 def _pearson_last(a: Tensor, b: Tensor) -> Tensor:
     """Pearson correlation along the last dim (float64); NaN where either side is constant."""
-    a = a - a.mean(-1, keepdim=True)
-    b = b - b.mean(-1, keepdim=True)
-    denom = (a.square().sum(-1) * b.square().sum(-1)).sqrt()
-    corr = (a * b).sum(-1) / denom
-    return torch.where(denom > 0, corr, torch.full_like(corr, float("nan")))
+    return pearson_centred(centre(a), centre(b))
 
 
 # ----------------------------------------------------------------------------- localisation
@@ -428,14 +448,30 @@ def top_fraction_iou(a: Tensor, b: Tensor, frac: float = 0.10) -> Tensor:
         float32 (B, K).
     """
     _check_pair(a, b)
+    top_a, top_b = top_fraction(a, frac), top_fraction(b, frac)
+    return top_iou(top_a, top_b)
+
+
+def top_fraction(maps: Tensor, frac: float = 0.10) -> Tensor:
+    """The top ``frac`` pixels of each map (ties broken by ``torch.topk``), as a mask.
+
+    Args:
+        maps: float (B, K, H, W).
+        frac: fraction of pixels in (0, 1]; n = ceil(frac * H * W) pixels are kept.
+
+    Returns:
+        bool (B, K, H*W).
+    """
     if not 0.0 < frac <= 1.0:
         raise InputError(f"frac must be in (0, 1], got {frac}")
-    B, K, H, W = a.shape
+    B, K, H, W = maps.shape
     n = max(1, int(torch.tensor(frac * H * W).ceil().item()))
-    top_a = torch.zeros(B, K, H * W, dtype=torch.bool, device=a.device)
-    top_b = torch.zeros_like(top_a)
-    top_a.scatter_(2, a.reshape(B, K, -1).topk(n, dim=-1).indices, True)
-    top_b.scatter_(2, b.reshape(B, K, -1).topk(n, dim=-1).indices, True)
+    top = torch.zeros(B, K, H * W, dtype=torch.bool, device=maps.device)
+    return top.scatter_(2, maps.reshape(B, K, -1).topk(n, dim=-1).indices, True)
+
+
+def top_iou(top_a: Tensor, top_b: Tensor) -> Tensor:
+    """|A and B| / |A or B| of two :func:`top_fraction` masks (B, K, P) -> float32 (B, K)."""
     inter = (top_a & top_b).sum(-1).float()
     union = (top_a | top_b).sum(-1).float()
     return inter / union

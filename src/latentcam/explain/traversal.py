@@ -161,13 +161,22 @@ def _steps(steps: Sequence[float] | Tensor | None, default: Sequence[float]) -> 
 
 
 def _decode_chunks(
-    model: GenerativeModel, z: Tensor, cond: Tensor | None, output: str, batch_size: int
+    model: GenerativeModel,
+    z: Tensor,
+    cond: Tensor | None,
+    output: str,
+    batch_size: int,
+    progress: str | None = None,
 ) -> Tensor:
-    """decode(z) for N latents in chunks of ``batch_size`` -> outputs (N, C, H, W)."""
+    """decode(z) for N latents in chunks of ``batch_size`` -> outputs (N, C, H, W); with
+    ``progress`` a bar of that name over the chunks."""
+    from tqdm.auto import tqdm
+
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
     parts = []
-    for start in range(0, z.shape[0], batch_size):
+    starts = range(0, z.shape[0], batch_size)
+    for start in tqdm(starts, desc=progress, disable=progress is None, leave=False):
         stop = start + batch_size
         decoded = model.decode(z[start:stop], None if cond is None else cond[start:stop])
         parts.append(decoded_output(decoded, output))
@@ -193,6 +202,7 @@ def effect_maps(
     output: str = "auto",
     chunk_size: int = 256,
     directions: Tensor | None = None,
+    progress: bool = False,
 ) -> Tensor:
     """Where each latent unit (or direction) acts on the decoded output.
 
@@ -215,6 +225,7 @@ def effect_maps(
         output: "auto" | "image" | "seg" (see module docstring).
         chunk_size: latents decoded per call.
         directions: (T, K) displacement per unit of ``delta``, one row per map, or None.
+        progress: show a progress bar over the decoded chunks.
 
     Returns:
         float (B, K', H, W) (or (B, T, H, W)) >= 0 on the model's device; in output units
@@ -238,10 +249,11 @@ def effect_maps(
     with eval_mode(model):
         plus = (mu.unsqueeze(1) + step.unsqueeze(0)).reshape(B * Kp, K)  # (B*K', K)
         cond_rep = _repeat(cond, Kp)
-        out_plus = _decode_chunks(model, plus, cond_rep, output, chunk_size)
+        bar = "effect maps" if progress else None
+        out_plus = _decode_chunks(model, plus, cond_rep, output, chunk_size, bar)
         if symmetric:
             minus = (mu.unsqueeze(1) - step.unsqueeze(0)).reshape(B * Kp, K)
-            out_ref = _decode_chunks(model, minus, cond_rep, output, chunk_size)
+            out_ref = _decode_chunks(model, minus, cond_rep, output, chunk_size, bar)
         else:
             out_ref = _decode_chunks(model, mu, cond, output, chunk_size).repeat_interleave(Kp, 0)
     effects = (out_plus - out_ref).abs().mean(dim=1)  # (B*K', H, W)

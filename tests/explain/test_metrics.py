@@ -325,7 +325,8 @@ def test_dci_permuted_identity_and_random_mixing():
     assert bad.disentanglement < 0.5 and bad.completeness < 0.5
     assert bad.informativeness_test > 0.99  # still a linear function of the factors
     auto = dis.dci(code[train], factors[train], code[test], factors[test])
-    assert auto.method in ("ridge", "gbt")
+    assert auto.method == "ridge"  # whatever else is installed: the same run, the same DCI
+    assert auto.disentanglement == pytest.approx(good.disentanglement)
     with pytest.raises(InputError, match="at least 2"):
         dis.dci(code[:, :1], factors, code[:, :1], factors)
 

@@ -309,7 +309,7 @@ def _gbt_importance(
     importance = np.zeros((x_tr.shape[1], y_tr.shape[1]))
     acc_tr, acc_te = [], []
     for j in tqdm(range(y_tr.shape[1]), desc="DCI factors", disable=not progress, leave=False):
-        clf = GradientBoostingClassifier()
+        clf = GradientBoostingClassifier(random_state=0)
         clf.fit(x_tr, y_tr[:, j])
         importance[:, j] = np.abs(clf.feature_importances_)
         acc_tr.append(float(np.mean(clf.predict(x_tr) == y_tr[:, j])))
@@ -355,12 +355,14 @@ def dci(
 
     Regressors (``method``):
       - "gbt": disentanglement_lib's gradient-boosted trees (one classifier per
-        discretised factor; needs scikit-learn, which latentcam does not install).
+        discretised factor, seeded; needs scikit-learn, which latentcam does not require;
+        slow: minutes for a few hundred codes).
       - "ridge": an L2-regularised linear regression from standardised mu to standardised
         factors in closed form; R = |W| (Eastwood & Williams 2018 also used the weights of
         a linear (Lasso) regressor); informativeness = R^2.
-      - "auto": "gbt" when scikit-learn can be imported, else "ridge". The method used is
-        in the result.
+      - "auto" (the default): "ridge". It used to mean "gbt" whenever scikit-learn could be
+        imported, so the same run's DCI changed with what else was installed (pythae, for
+        one, installs scikit-learn); ask for "gbt" by name. The method used is in the result.
 
     Args:
         mu_train, mu_test: (N, K) posterior means, K >= 2.
@@ -380,7 +382,7 @@ def dci(
             f"dci needs at least 2 units and 2 factors (got K={m_tr.shape[1]}, F={y_tr.shape[1]})"
         )
     if method == "auto":
-        method = "gbt" if _sklearn_available() else "ridge"
+        method = "ridge"
     if method == "ridge":
         importance, info_tr, info_te = _ridge_importance(m_tr, y_tr, m_te, y_te, alpha)
     elif method == "gbt":

@@ -413,6 +413,9 @@ def evaluate(
                 None if batch.parts is None else batch.parts[:Nd],
                 found,
                 progress=progress,
+                attrs=None if batch.attrs is None else batch.attrs[:Nd],
+                factors=None if batch.factors is None else batch.factors[:Nd],
+                factor_names=batch.factor_names,
             )
     # --- sanity check, on the units (by KL) whose maps are not zero everywhere: a constant
     # map cannot be rank-correlated (with a linear head, a unit's map can be all zero).

@@ -109,6 +109,7 @@ def test_evaluate_directions_section_keys(direction_metrics: tuple) -> None:
     assert scored, "no attribute direction was scored"
     for entry in scored.values():
         assert {"auroc", "n_pos", "parts", "best_unit", "layers", "best", "unit"} <= set(entry)
+        assert entry["encoded"] is (entry["auroc"] >= 0.6)
         assert entry["faces"] + entry["faces_without_part"] + entry["faces_without_concept"] == 12
         assert entry["faces"] > 0
         for by_method in entry["layers"].values():
@@ -255,3 +256,13 @@ def test_concept_presence_selects_the_faces_that_show_each_concept() -> None:
     assert present["Smiling:unit_2"].tolist() == present["Smiling"].tolist()
     assert present["smile"].tolist() == [False, True, False, True, False]
     assert concept_presence(DirectionSet([smiling], K)) == {}  # no labels: every face
+
+
+def test_encoded_reads_the_held_out_probe() -> None:
+    from latentcam.concepts import encoded
+
+    assert encoded({"auroc": 0.83}) is True
+    assert encoded({"auroc": 0.55}) is False
+    assert encoded({"r2": 0.35}) is True
+    assert encoded({"r2": -0.02}) is False
+    assert encoded({"explained_variance": 0.2}) is None

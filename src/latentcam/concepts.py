@@ -96,6 +96,12 @@ SCORE_KEYS = (
     "effect_pointing",
     "spearman_cam_effect",
 )
+#: Held-out probe quality below which the model is said not to encode a concept linearly
+#: (AUROC for an attribute, R² for a factor): no heatmap of its direction can show it, and
+#: the entry's ``encoded`` is False. AUROC 0.6 is a weak but real signal; R² 0.1 is a
+#: correlation of about 0.3.
+ENCODED_AUROC = 0.6
+ENCODED_R2 = 0.1
 #: Random directions whose maps give the null baseline of every score (``random_*``).
 RANDOM_DIRECTIONS = 8
 #: Faces per direction whose heatmap and effect map are compared by Spearman over pixels (the
@@ -631,6 +637,17 @@ def strongest_baseline(scores: Mapping[str, float]) -> float:
     return max(finite) if finite else float("nan")
 
 
+def encoded(scores: Mapping[str, Any]) -> bool | None:
+    """Whether a supervised direction's held-out probe says the model encodes its concept
+    (AUROC >= :data:`ENCODED_AUROC`, or R² >= :data:`ENCODED_R2` for a factor); None when
+    neither was measured."""
+    if scores.get("auroc") is not None and not math.isnan(float(scores["auroc"])):
+        return float(scores["auroc"]) >= ENCODED_AUROC
+    if scores.get("r2") is not None and not math.isnan(float(scores["r2"])):
+        return float(scores["r2"]) >= ENCODED_R2
+    return None
+
+
 def _verdict(scores: Mapping[str, float]) -> str:
     """A plain reading of a pointing game against its strongest baseline."""
     hit = scores.get("pointing_game", float("nan"))
@@ -766,6 +783,7 @@ def directions_report(
                     if f"best_unit_{key}" in d.scores
                 },
             }
+        entry["encoded"] = encoded(d.scores)
         if d.name in scores_by_name:
             unit_score = scores_by_name.get(unit_name) if unit_name else None
             entry.update(_entry(scores_by_name[d.name], unit_score))

@@ -622,8 +622,7 @@ class ExplorerSession:
         if not is_index(unit) or not 0 <= unit < self.latent_dim:
             shown = json.dumps(unit) if isinstance(unit, bool) else unit
             raise InputError(
-                f"latent unit {shown} is out of range: the model has units "
-                f"0..{self.latent_dim - 1}"
+                f"latent unit {shown} is out of range: the model has units 0..{self.latent_dim - 1}"
             )
         return unit
 

@@ -702,3 +702,79 @@ def test_the_default_runs_folder_is_the_run_itself(
     assert (
         RunsFolder.around(runs["vae"] / "checkpoints" / "best.ckpt").root == runs["vae"].resolve()
     )
+
+
+class _FakeServer:
+    """Stands in for uvicorn in the CLI tests: records the app and returns at once."""
+
+    apps: list[object] = []
+
+    def __init__(self, app: object) -> None:
+        _FakeServer.apps.append(app)
+
+    async def serve(self, sockets: list[socket.socket]) -> None:
+        for sock in sockets:
+            sock.close()
+
+
+def test_cli_runs_folder_and_token(
+    runs: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import latentcam.app.server
+
+    monkeypatch.setattr(latentcam.app.server, "make_server", _FakeServer)
+    monkeypatch.delenv("LATENTCAM_APP_TOKEN", raising=False)
+    _FakeServer.apps.clear()
+    folder = runs["vae"].parent
+    # --runs without RUN: the first run listed; a wildcard host gets a random token
+    assert main(["app", "--runs", str(folder), "--host", "0.0.0.0", "--port", "0", "--n", "4"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    served = re.fullmatch(
+        r"latentcam app: serving (\S+) at http://0\.0\.0\.0:\d+/\?token=([A-Za-z0-9_-]{43}) "
+        r"\(Ctrl\+C to stop\)",
+        out[0],
+    )
+    assert served and served[1] == str(runs["cvae"].resolve()), out
+    assert out[1] == f"latentcam app: the page loads checkpoints from under {folder.resolve()}"
+    lan = TestClient(_FakeServer.apps[-1], base_url="http://0.0.0.0")  # type: ignore[arg-type]
+    assert lan.get("/api/z").status_code == 403
+    assert lan.get(f"/api/z?token={served[2]}").json()["model"] == "cvae"
+    # RUN relative to --runs, and a token from the environment (kept out of `ps`)
+    monkeypatch.setenv("LATENTCAM_APP_TOKEN", TOKEN)
+    assert main(["app", "segvae", "--runs", str(folder), "--port", "0", "--n", "4"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0].startswith(f"latentcam app: serving {runs['segvae'].resolve()} at http://")
+    assert out[0].endswith(f"/?token={TOKEN} (Ctrl+C to stop)")
+    local = _client(_FakeServer.apps[-1])
+    assert local.get("/api/z").status_code == 403
+    assert local.get("/api/z", headers={"Authorization": f"token {TOKEN}"}).status_code == 200
+    monkeypatch.delenv("LATENTCAM_APP_TOKEN")
+    # the single-run usage: no token on loopback, the run itself is the folder
+    assert main(["app", str(runs["vae"]), "--port", "0", "--n", "4"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert re.fullmatch(
+        r"latentcam app: serving \S+ at http://127\.0\.0\.1:\d+/ \(Ctrl\+C to stop\)", out[0]
+    )
+    assert out[1].endswith(f"from under {runs['vae'].resolve()}")
+    assert _client(_FakeServer.apps[-1]).get("/api/runs").json()["root"] == str(
+        runs["vae"].resolve()
+    )
+
+
+def test_cli_bad_runs_and_tokens_exit_2(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cases = [
+        (["app", str(runs["vae"]), "--runs", str(tmp_path)], "lies outside the runs folder"),
+        (["app", "--runs", str(tmp_path)], f"no run under --runs {tmp_path}"),
+        (["app", "--runs", str(tmp_path / "missing")], "is not a folder"),
+        (["app"], "give a RUN to explore, or --runs FOLDER"),
+        (["app", str(tmp_path / "no-run"), "--token", "short"], "--token must be at least 16"),
+    ]
+    for argv, message in cases:
+        assert main([*argv, "--port", "0"]) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (argv, err)

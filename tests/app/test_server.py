@@ -68,6 +68,14 @@ def test_page_is_offline(client: TestClient) -> None:
     assert client.get("/static/app.js").status_code == 200
 
 
+def test_static_files_stay_in_their_folder(client: TestClient) -> None:
+    for path in ("/static/../server.py", "/static/%2e%2e/server.py", "/static/..%2fsession.py"):
+        refused = client.get(path)
+        assert refused.status_code == 404, path
+        assert "ExplorerSession" not in refused.text, path
+    assert client.get("/static/app.css").status_code == 200
+
+
 def test_state_and_slider_move(client: TestClient) -> None:
     state = client.get("/api/state").json()
     info = state["info"]

@@ -232,7 +232,9 @@ def test_cvae_condition_is_checked(open_session: Open) -> None:
     with pytest.raises(InputError, match=r"'cond' must hold attributes in \[0, 1\]"):
         s.apply_z(before | {"cond": bad})
     for value in (1.5, True, float("nan")):
-        with pytest.raises(InputError, match=r"attribute Smiling must be a finite number in \[0, 1\]"):
+        with pytest.raises(
+            InputError, match=r"attribute Smiling must be a finite number in \[0, 1\]"
+        ):
             s.set_attribute("Smiling", value)
     assert s.z_record() == before
 

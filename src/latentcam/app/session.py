@@ -321,7 +321,7 @@ def check_z_record(record: Any, where: str = "latent vector") -> dict[str, Any]:
             f"{where}: 'model' must be one of {', '.join(MODEL_KINDS)}, got "
             f"{record.get('model')!r}; save the vector again from the page"
         )
-    latent_dim = record.get("latent_dim")
+    latent_dim: Any = record.get("latent_dim")
     if not is_index(latent_dim) or latent_dim < 1:
         raise InputError(f"{where}: 'latent_dim' must be a positive integer")
     _floats(record, "z", latent_dim, where, Z_LIMIT)

@@ -762,7 +762,7 @@ def directions_report(
         ):
             scores_by_name[s.name] = s
     attributes: dict[str, Any] = {}
-    factors: dict[str, Any] = {}
+    factor_entries: dict[str, Any] = {}
     for d in supervised:
         entry: dict[str, Any] = {
             "kind": d.kind,
@@ -787,10 +787,10 @@ def directions_report(
         if d.name in scores_by_name:
             unit_score = scores_by_name.get(unit_name) if unit_name else None
             entry.update(_entry(scores_by_name[d.name], unit_score))
-        (factors if d.kind == "factor" else attributes)[d.name] = entry
+        (factor_entries if d.kind == "factor" else attributes)[d.name] = entry
     section["attributes"] = attributes
-    if factors:
-        section["factors"] = factors
+    if factor_entries:
+        section["factors"] = factor_entries
     section["unsupervised"] = {
         d.name: {
             "kind": d.kind,

@@ -24,9 +24,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from latentcam import plots
 from latentcam.config import RunConfig, load_config, to_dict
 from latentcam.errors import ConfigError, InputError
+from latentcam.evaluate import evaluate, jsonable
+from latentcam.explain.cam import latent_cams, normalise, upsample
+from latentcam.figures import make_grid, overlay, save_figure, save_png, to_uint8_hwc
+from latentcam.generate import as_pictures
 from latentcam.io import atomic_write, check_output, ensure_dir, write_json
+from latentcam.runs import open_run_data
+from latentcam.training.train import train
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +117,6 @@ def run_sweep(
         points: ``(i, n)`` to run only points i, i+n, ... on this machine (no summary then).
         eval_n: validation images each point is evaluated on.
     """
-    from latentcam.evaluate import evaluate, jsonable
-    from latentcam.runs import open_run_data
-    from latentcam.training.train import train
-
     _check_grid_budget(base)
     out = ensure_dir(check_output(out, [base.data.path]))
     all_points = grid_points(grid, base)
@@ -143,10 +146,6 @@ def run_sweep(
 def _save_sheet_cell(run_dir: Path, batch: Any) -> None:
     """A small picture per point: input, recon (or mask) and averaged heatmap of 3 images."""
     import torch
-
-    from latentcam.explain.cam import latent_cams, normalise, upsample
-    from latentcam.generate import as_pictures
-    from latentcam.report.figures import make_grid, overlay, save_png, to_uint8_hwc
 
     model = batch.run.model
     x = batch.images[:3]
@@ -241,9 +240,6 @@ def _fmt(v: Any) -> str:
 
 def write_summary(out: Path, rows: Sequence[Mapping[str, Any]], kind: str) -> dict[str, Any]:
     """Write summary.csv, summary.md, metric plots and the figure sheet; return the recommendation."""
-    from latentcam.report import plots
-    from latentcam.report.figures import save_figure
-
     rec = recommend(rows, kind)
     cols = list(rows[0].keys()) if rows else []
     buf = io.StringIO()
@@ -289,8 +285,6 @@ def write_summary(out: Path, rows: Sequence[Mapping[str, Any]], kind: str) -> di
 def _figure_sheet(out: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     import matplotlib.pyplot as plt
     from PIL import Image
-
-    from latentcam.report.figures import save_figure
 
     cells = [
         (r["point"], out / r["point"] / "sheet.png")

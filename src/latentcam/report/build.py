@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from latentcam import plots
+from latentcam.checkpoint import LoadedRun, load_run
 from latentcam.concepts import evaluation_directions
 from latentcam.data.classes import ATTRIBUTE_IDS, PART_NAMES
 from latentcam.errors import InputError
@@ -31,6 +33,7 @@ from latentcam.explain.layers import FUSION, SCORE_KEYS, ComparisonRow, fused_ca
 from latentcam.explain.metrics import rank_correlation
 from latentcam.explain.targets import SegClass
 from latentcam.explain.traversal import effect_maps, save_traversal, traverse
+from latentcam.figures import figure_png_bytes, overlay, panel_grid, to_uint8_hwc
 from latentcam.generate import colorize_labels
 from latentcam.io import (
     ensure_dir,
@@ -40,12 +43,9 @@ from latentcam.io import (
     write_json,
 )
 from latentcam.models.segvae import predicted_labels
-from latentcam.report import plots
 from latentcam.report.directions import directions_section
-from latentcam.report.figures import figure_png_bytes, overlay, panel_grid, to_uint8_hwc
 from latentcam.report.html import Report
 from latentcam.runs import RunData, check_run_output, open_run_data
-from latentcam.training.checkpoint import LoadedRun, load_run
 
 log = logging.getLogger(__name__)
 

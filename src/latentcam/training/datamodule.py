@@ -23,7 +23,6 @@ import logging
 import math
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -34,33 +33,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from latentcam.config import RunConfig
 from latentcam.data.augment import flip_lr
 from latentcam.data.classes import NUM_CLASSES
-from latentcam.data.dataset import FaceData, FaceDataset, load_face_data
+from latentcam.data.dataset import FaceData, FaceDataset
 from latentcam.errors import DataError
+from latentcam.runs import open_data
 from latentcam.training.module import seg_target_is_binary
 
 log = logging.getLogger(__name__)
-
-
-def open_data(cfg: RunConfig, path: str | Path | None = None, progress: bool = True) -> FaceData:
-    """The dataset of a run, at the model's image size, with the run's split settings.
-
-    Args:
-        cfg: the run config (``data.*``, ``model.image_size``, ``train.seed``).
-        path: a dataset path instead of ``cfg.data.path`` (e.g. ``reconstruct --data``).
-    """
-    dcfg = cfg.data
-    return load_face_data(
-        dcfg.path if path is None else path,
-        cfg.model.image_size,
-        cache_dir=dcfg.cache_dir or None,
-        seed=cfg.train.seed,
-        val_fraction=dcfg.val_fraction,
-        test_fraction=dcfg.test_fraction,
-        synth_n=dcfg.synth_n,
-        synth_seed=dcfg.synth_seed,
-        skip_bad=dcfg.skip_bad,
-        progress=progress,
-    )
 
 
 def check_labels(cfg: RunConfig, data: FaceData) -> None:

@@ -42,15 +42,15 @@ from torchmetrics import MeanMetric, MeanSquaredError, Metric, MetricCollection
 from torchmetrics.classification import BinaryJaccardIndex, MulticlassJaccardIndex
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
+from latentcam.checkpoint import CHECKPOINT_KEY, checkpoint_payload
 from latentcam.config import RunConfig
 from latentcam.data.classes import PART_NAMES
 from latentcam.errors import ConfigError, InputError
-from latentcam.models.base import VAEOutput
+from latentcam.models.base import VAEOutput, resolve_layer
 from latentcam.models.registry import build_model
 from latentcam.models.segvae import predicted_labels
 from latentcam.training import losses
 from latentcam.training.callbacks import TrainingDivergedError
-from latentcam.training.checkpoint import CHECKPOINT_KEY, checkpoint_payload
 
 #: A latent unit is "active" when its KL, averaged over the validation images, exceeds
 #: this many nats (the threshold Burda et al. 2016 put on their activity statistic).
@@ -182,8 +182,6 @@ class LatentcamModule(pl.LightningModule):
 
     def _hook_attention_layer(self, name: str) -> str:
         """Hook the layer whose maps the attention term penalises; returns its name."""
-        from latentcam.explain.cam import resolve_layer
-
         try:
             layer_name, layer = resolve_layer(self.model, name or None)
         except InputError as err:

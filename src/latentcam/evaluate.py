@@ -131,6 +131,7 @@ from latentcam.explain.targets import SegClass
 from latentcam.explain.traversal import effect_maps
 from latentcam.io import ensure_dir, write_json
 from latentcam.models.base import kl_per_unit
+from latentcam.models.protocol import has_seg_output, is_conditional
 from latentcam.models.segvae import predicted_labels
 from latentcam.runs import RunData, check_run_output, open_run_data
 
@@ -449,10 +450,10 @@ def evaluate(
                     "threshold": 0.5,
                     "note": "every unit's map is zero on these images",
                 }
-    if cfg.model.kind == "segvae":
+    if has_seg_output(model):
         with _stage(seconds, "segmentation"):
             result["segmentation"] = _segmentation(batch, x_m, parts_m)
-    if cfg.model.kind == "cvae" and batch.attrs is not None:
+    if is_conditional(model) and batch.attrs is not None:
         with _stage(seconds, "attribute_control"):
             result["attribute_control"] = _attribute_control(batch)
     result["seconds"] = round(time.perf_counter() - t0, 2)

@@ -20,6 +20,7 @@ from latentcam.data.dataset import FaceData, FaceDataset, load_face_data
 from latentcam.errors import DataError, InputError
 from latentcam.io import check_output
 from latentcam.models.base import eval_mode
+from latentcam.models.protocol import is_conditional
 
 
 def open_data(cfg: RunConfig, path: str | Path | None = None, progress: bool = True) -> FaceData:
@@ -107,7 +108,7 @@ def open_run_data(
     device = next(loaded.model.parameters()).device
     attrs = batch.get("attrs")
     cond = None
-    if cfg.model.kind == "cvae":
+    if is_conditional(loaded.model):
         if attrs is None:
             raise DataError(
                 f"this run is a CVAE conditioned on the 40 CelebA attributes, but {path} has no "

@@ -32,6 +32,8 @@ from latentcam.explain.cam import latent_cams, normalise, upsample
 from latentcam.figures import make_grid, overlay, save_figure, save_png, to_uint8_hwc
 from latentcam.generate import as_pictures
 from latentcam.io import atomic_write, check_output, ensure_dir, write_json
+from latentcam.models.protocol import Capabilities, has_seg_output
+from latentcam.models.registry import capabilities_of
 from latentcam.runs import open_run_data
 from latentcam.training.train import train
 
@@ -139,7 +141,7 @@ def run_sweep(
     if points is not None and points[1] > 1:
         return []
     rows = [summary_row(out / p.name, p) for p in all_points]
-    write_summary(out, rows, base.model.kind)
+    write_summary(out, rows, capabilities_of(base.model))
     return rows
 
 
@@ -213,9 +215,10 @@ def summary_row(run_dir: Path, point: SweepPoint) -> dict[str, Any]:
     }
 
 
-def recommend(rows: Sequence[Mapping[str, Any]], kind: str) -> dict[str, Any]:
-    """The smallest latent size within 1 dB PSNR (0.01 IoU) of the best, and the best localiser."""
-    metric, tol = ("iou", 0.01) if kind == "segvae" else ("psnr", 1.0)
+def recommend(rows: Sequence[Mapping[str, Any]], caps: Capabilities) -> dict[str, Any]:
+    """The smallest latent size within 1 dB PSNR (0.01 IoU for a model with a segmentation
+    output, ``caps``) of the best, and the best localiser."""
+    metric, tol = ("iou", 0.01) if has_seg_output(caps) else ("psnr", 1.0)
     scored = [r for r in rows if r.get(metric) is not None]
     rec: dict[str, Any] = {"metric": metric, "tolerance": tol}
     if scored:
@@ -238,9 +241,11 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def write_summary(out: Path, rows: Sequence[Mapping[str, Any]], kind: str) -> dict[str, Any]:
+def write_summary(
+    out: Path, rows: Sequence[Mapping[str, Any]], caps: Capabilities
+) -> dict[str, Any]:
     """Write summary.csv, summary.md, metric plots and the figure sheet; return the recommendation."""
-    rec = recommend(rows, kind)
+    rec = recommend(rows, caps)
     cols = list(rows[0].keys()) if rows else []
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=cols)

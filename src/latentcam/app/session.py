@@ -91,6 +91,7 @@ from latentcam.figures import (
 )
 from latentcam.generate import as_pictures, attribute_vector, colorize_labels
 from latentcam.models.base import Decoded, kl_per_unit, resolve_layer
+from latentcam.models.protocol import has_image_output, has_seg_output
 from latentcam.models.segvae import predicted_labels
 from latentcam.runs import open_run_data
 
@@ -511,7 +512,7 @@ class ExplorerSession:
     @property
     def seg_classes(self) -> list[str]:
         """Names of the segmentation classes (empty for a model without segmentation)."""
-        if self.kind != "segvae":
+        if not has_seg_output(self.model):
             return []
         count = int(self.run.config.model.seg_classes)
         return ["mask"] if count == 1 else list(PART_NAMES[:count])
@@ -759,7 +760,7 @@ class ExplorerSession:
         return explained, result.maps[:, 0]
 
     def _no_image(self) -> bool:
-        return self.kind == "segvae" and not self.run.config.model.seg_recon_image
+        return not has_image_output(self.model)
 
     def unit_effect(self) -> Tensor:
         """|decode(z + d e_k) - decode(z - d e_k)| of the chosen unit k, (1, H, W); for a

@@ -244,6 +244,7 @@ def run_sample(args: argparse.Namespace) -> int:
     from latentcam.figures import make_grid, save_png
     from latentcam.generate import sample
     from latentcam.io import ensure_dir
+    from latentcam.models.protocol import is_conditional
     from latentcam.runs import check_run_output
 
     attrs = _assignments(args.set, "--set")
@@ -251,7 +252,7 @@ def run_sample(args: argparse.Namespace) -> int:
     check_run_output(args.out, run, None, args.z)
     if args.z:
         return _decode_saved_z(args, run)
-    if attrs and run.config.model.kind != "cvae":
+    if attrs and not is_conditional(run.model):
         raise InputError(
             f"--set needs a cvae run; {args.run} holds a {run.config.model.kind}, which takes "
             "no attributes"
@@ -321,6 +322,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     from latentcam.figures import make_grid, save_png
     from latentcam.generate import colorize_labels, reconstruct
     from latentcam.io import ensure_dir
+    from latentcam.models.protocol import has_image_output, has_seg_output
     from latentcam.models.segvae import predicted_labels
     from latentcam.runs import check_run_output, open_run_data
     from latentcam.training.module import seg_target_is_binary
@@ -330,9 +332,9 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     batch = open_run_data(run, args.data, n=args.n, split=args.split)
     cfg, model = batch.run.config, batch.run.model
     rows = [batch.images]
-    if cfg.model.kind != "segvae" or cfg.model.seg_recon_image:
+    if has_image_output(model):
         rows.append(reconstruct(model, batch.images, batch.cond))
-    if cfg.model.kind == "segvae":
+    if has_seg_output(model):
         if batch.parts is None:
             raise InputError(f"{args.data} has no part masks to compare the segvae with")
         binary = seg_target_is_binary(cfg)

@@ -37,6 +37,7 @@ from latentcam.explain.targets import Target, direction_targets, latent_targets
 from latentcam.figures import colorize, make_grid, overlay, save_png, to_uint8_hwc
 from latentcam.io import atomic_path, ensure_dir
 from latentcam.models.base import Decoded, GenerativeModel, kl_per_unit
+from latentcam.models.protocol import is_conditional
 from latentcam.runs import check_run_output, open_run_data
 
 log = logging.getLogger(__name__)
@@ -758,7 +759,7 @@ def traverse_run(
     loaded = run if isinstance(run, LoadedRun) else load_run(run)
     check_run_output(out, loaded, data)
     if attributes:  # checked before anything is written
-        if loaded.config.model.kind != "cvae":
+        if not is_conditional(loaded.model):
             raise InputError(
                 f"attributes are traversed for a cvae run; this run is a {loaded.config.model.kind}"
             )

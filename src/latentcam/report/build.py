@@ -42,6 +42,7 @@ from latentcam.io import (
     replace_folder,
     write_json,
 )
+from latentcam.models.protocol import has_image_output, has_seg_output, is_conditional
 from latentcam.models.segvae import predicted_labels
 from latentcam.report.directions import directions_section
 from latentcam.report.html import Report
@@ -200,14 +201,14 @@ def _write_report(
     )
     _overview(report, batch, metrics)
     top = metrics["ranking"]["by_kl"][: min(8, K)]
-    if cfg.model.kind != "segvae" or cfg.model.seg_recon_image:
+    if has_image_output(model):
         _fig9(report, show, method)
     _fig13(report, show, top, method)
-    if cfg.model.kind in ("vae", "cvae") or cfg.model.seg_recon_image:
+    if has_image_output(model):
         _fig10(report, show, top[:3], out, method)
-    if cfg.model.kind == "cvae":
+    if is_conditional(model):
         _fig11(report, show)
-    if cfg.model.kind == "segvae":
+    if has_seg_output(model):
         _fig7(report, show)
     _metrics_sections(report, metrics, out)
     _where_it_acts(report, show, metrics)

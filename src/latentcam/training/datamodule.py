@@ -35,6 +35,8 @@ from latentcam.data.augment import flip_lr
 from latentcam.data.classes import NUM_CLASSES
 from latentcam.data.dataset import FaceData, FaceDataset
 from latentcam.errors import DataError
+from latentcam.models.protocol import has_seg_output, is_conditional
+from latentcam.models.registry import capabilities_of
 from latentcam.runs import open_data
 from latentcam.training.module import seg_target_is_binary
 
@@ -42,23 +44,29 @@ log = logging.getLogger(__name__)
 
 
 def check_labels(cfg: RunConfig, data: FaceData) -> None:
-    """Raise :class:`DataError` when the data lacks what the model kind learns from."""
-    kind = cfg.model.kind
-    if kind == "cvae" and data.attrs is None:
+    """Raise :class:`DataError` when the data lacks what the model learns from."""
+    caps = capabilities_of(cfg.model)
+    if is_conditional(caps) and data.attrs is None:
         raise DataError(
             f"a cvae is conditioned on the 40 CelebA attributes, but {data.root} "
             f"({data.layout} layout) has no attribute file; use data with attributes "
             "(CelebA, CelebAMask-HQ, synth) or --model vae"
         )
-    if kind == "segvae" and data.parts is None:
+    if has_seg_output(caps) and data.parts is None:
         raise DataError(
             f"a segvae learns face-part masks, but {data.root} ({data.layout} layout) has "
             "none; use data with masks (CelebAMask-HQ, paired folders, synth)"
         )
 
 
-#: Batch keys each model kind needs (others are not copied).
-_KEYS = {"vae": ("image",), "cvae": ("image", "attrs"), "segvae": ("image", "parts")}
+def batch_keys(cfg: RunConfig) -> tuple[str, ...]:
+    """The batch fields the model of ``cfg`` learns from (others are not copied)."""
+    caps = capabilities_of(cfg.model)
+    return (
+        "image",
+        *(("attrs",) if is_conditional(caps) else ()),
+        *(("parts",) if has_seg_output(caps) else ()),
+    )
 
 
 class ShardedBatches(Sampler[np.ndarray]):
@@ -220,7 +228,7 @@ class FaceDataModule(pl.LightningDataModule):
             self.data = open_data(self.cfg, progress=False)
         data, cfg = self.data, self.cfg
         check_labels(cfg, data)
-        binary = cfg.model.kind == "segvae" and seg_target_is_binary(cfg)
+        binary = has_seg_output(capabilities_of(cfg.model)) and seg_target_is_binary(cfg)
         self.train_set = FaceDataset(data, "train", binary_mask=binary, limit=cfg.data.limit)
         self.val_set = FaceDataset(data, "val", binary_mask=binary, limit=cfg.data.limit)
         if len(self.train_set) == 0 or len(self.val_set) == 0:
@@ -270,7 +278,7 @@ class FaceDataModule(pl.LightningDataModule):
         per_node = trainer.num_devices if trainer is not None else 1
         workers = loader_workers(self.cfg.data.num_workers, on_gpu, per_node)
         return ResumableLoader(
-            _Batches(dataset, _KEYS[self.cfg.model.kind]),
+            _Batches(dataset, batch_keys(self.cfg)),
             batch_size=None,  # the sampler yields whole batches
             sampler=sampler,
             num_workers=workers,

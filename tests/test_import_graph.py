@@ -33,11 +33,8 @@ The root package ``latentcam`` is left out: its ``__getattr__`` is the lazy publ
 Imports inside functions count like any other: an in-function import of a latentcam module
 that hides a cycle is still an edge of the graph. Outside ``cli`` (which defers its imports
 so that ``--help`` starts fast) and the root facade, in-function imports are kept only for
-heavy optional third-party dependencies (diffusers, pythae, matplotlib, ...); the known
-in-function imports of latentcam modules are listed in :data:`KNOWN_DEFERRED`.
-
-:data:`KNOWN_UPWARD` and :data:`KNOWN_DEFERRED` list what is not fixed yet. They may only
-shrink: a new edge fails, and so does a listed edge that is gone but still listed.
+heavy optional third-party dependencies (diffusers, pythae, matplotlib, ...), never for a
+latentcam module.
 """
 
 from __future__ import annotations
@@ -79,13 +76,6 @@ LAYERS: dict[str, int] = {
 
 #: Parts whose in-function imports of latentcam modules are deferrals by design.
 DEFERRING_PARTS = {"cli"}
-
-#: Upward or sibling edges not fixed yet, as (importing module, imported module). Must shrink.
-KNOWN_UPWARD: set[tuple[str, str]] = set()
-
-#: In-function imports of latentcam modules outside ``cli``, as (importing module, imported
-#: module), not hoisted yet. Must shrink.
-KNOWN_DEFERRED: set[tuple[str, str]] = set()
 
 
 class Edge(NamedTuple):
@@ -157,14 +147,8 @@ def _between_parts(edges: list[Edge]) -> list[Edge]:
     ]
 
 
-def _check_known(found: set[tuple[str, str]], known: set[tuple[str, str]], what: str) -> None:
-    new = sorted(found - known)
-    gone = sorted(known - found)
-    assert not new, f"{what}:\n" + "\n".join(f"  {s} -> {t}" for s, t in new)
-    assert not gone, (
-        f"fixed, so remove from the known list in {Path(__file__).name}:\n"
-        + "\n".join(f"  {s} -> {t}" for s, t in gone)
-    )
+def _listed(edges: set[tuple[str, str]]) -> str:
+    return "\n".join(f"  {source} -> {target}" for source, target in sorted(edges))
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +212,7 @@ def test_no_upward_edge(edges: list[Edge]) -> None:
         for e in _between_parts(edges)
         if LAYERS[part_of(e.target)] >= LAYERS[part_of(e.source)]
     }
-    _check_known(upward, KNOWN_UPWARD, "imports up the layers (or between siblings)")
+    assert not upward, "imports up the layers (or between siblings):\n" + _listed(upward)
 
 
 def test_in_function_imports_only_defer(edges: list[Edge]) -> None:
@@ -238,7 +222,7 @@ def test_in_function_imports_only_defer(edges: list[Edge]) -> None:
         if e.in_function and part_of(e.source) and part_of(e.source) not in DEFERRING_PARTS
         if e.target != "latentcam"
     }
-    _check_known(deferred, KNOWN_DEFERRED, "in-function imports of latentcam modules")
+    assert not deferred, "in-function imports of latentcam modules:\n" + _listed(deferred)
 
 
 def test_the_walk_sees_relative_and_in_function_imports() -> None:

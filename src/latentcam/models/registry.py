@@ -59,11 +59,11 @@ def capabilities_of(cfg: ModelConfig) -> Capabilities:
     else:
         latent_shape = (cfg.latent_dim,)
     segmentation = cfg.kind == "segvae"
-    image = not segmentation or cfg.seg_recon_image
+    image = not segmentation or cfg.seg_recon_image  # a SegVAE decodes an image on request
+    outputs = {name for name, on in ((IMAGE, image), (SEGMENTATION, segmentation)) if on}
     return Capabilities(
         latent_shape=latent_shape,
         cond_dim=cfg.cond_dim if cfg.kind == "cvae" else 0,
-        outputs=frozenset({IMAGE} if image else set())
-        | ({SEGMENTATION} if segmentation else set()),
+        outputs=frozenset(outputs),
         seg_classes=cfg.seg_classes if segmentation else 0,
     )

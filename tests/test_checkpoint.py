@@ -26,7 +26,7 @@ from latentcam.models.registry import build_model
 from latentcam.training.callbacks import AtomicCheckpointIO, TrainingDivergedError
 from latentcam.training.train import TrainResult, train
 
-TINY = Path(__file__).resolve().parents[2] / "src" / "latentcam" / "configs" / "tiny.yaml"
+TINY = Path(__file__).resolve().parents[1] / "src" / "latentcam" / "configs" / "tiny.yaml"
 
 
 @pytest.fixture(scope="module")

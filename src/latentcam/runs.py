@@ -3,7 +3,9 @@
 Every run-level command (explain, traverse, evaluate, report, the app) starts the same way:
 load the model from a checkpoint or run folder, read ``n`` images of a split of the run's
 own dataset (or another one given by the user) at the size the model was built for, and
-build the CVAE condition from the images' attributes. :func:`open_run_data` does that once.
+build the CVAE condition from the images' attributes. :func:`open_run_data` does that once;
+:func:`open_data` (a run's dataset with its split settings) serves it and the training data
+module alike. Nothing here imports Lightning.
 """
 
 from __future__ import annotations

@@ -719,7 +719,6 @@ def save_traversal(
 
 
 if TYPE_CHECKING:
-    from latentcam.checkpoint import LoadedRun
     from latentcam.explain.directions import DirectionSet
 
 

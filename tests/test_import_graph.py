@@ -162,6 +162,12 @@ def test_every_part_has_a_layer() -> None:
     assert set(LAYERS) - parts == set(), "these LAYERS entries name no part of the package"
 
 
+def test_every_import_names_a_module_of_the_package(edges: list[Edge]) -> None:
+    modules = {module_name(p) for p in PACKAGE_DIR.rglob("*.py")}
+    missing = {(e.source, e.target) for e in edges if e.target not in modules}
+    assert not missing, "imports of modules that do not exist:\n" + _listed(missing)
+
+
 def test_the_root_is_imported_for_its_version_only() -> None:
     for path in sorted(PACKAGE_DIR.rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))

@@ -37,8 +37,9 @@ from torch import nn
 
 from latentcam.config import ModelConfig
 from latentcam.explain import cam as cam_module
-from latentcam.explain.cam import compute_cams, latent_cams, resolve_layer
+from latentcam.explain.cam import compute_cams, latent_cams
 from latentcam.explain.targets import direction_targets
+from latentcam.models.base import resolve_layer
 from latentcam.models.registry import build_model
 
 

@@ -58,9 +58,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Evaluate once in this process with the ``latentcam`` on ``sys.path``: the timings."""
     import torch
 
+    from latentcam.checkpoint import load_run
     from latentcam.evaluate import evaluate, jsonable
     from latentcam.runs import open_run_data
-    from latentcam.training.checkpoint import load_run
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -297,7 +297,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from latentcam.report.figures import save_figure
+    from latentcam.figures import save_figure
 
     fig, axes = plt.subplots(1, len(KEYS), figsize=(4.2 * len(KEYS), 3.6))
     for ax, key in zip(axes, KEYS, strict=True):

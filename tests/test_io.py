@@ -155,7 +155,7 @@ def test_other_os_errors_are_not_disguised(tmp_path: Path, monkeypatch: pytest.M
 def test_png_and_gif_writes_fail_cleanly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from PIL import Image
 
-    from latentcam.report.figures import save_png
+    from latentcam.figures import save_png
 
     monkeypatch.setattr(Image.Image, "save", _raise(errno.ENOSPC))
     with pytest.raises(OutputError, match=r"grid\.png: the disk is full"):

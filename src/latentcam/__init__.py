@@ -18,7 +18,7 @@ __all__ = ["__version__", "adapt", "load_model", "wrap"]
 
 def __getattr__(name: str) -> Any:  # lazy: ``import latentcam`` stays light
     if name == "load_model":
-        from latentcam.training.checkpoint import load_model
+        from latentcam.checkpoint import load_model
 
         return load_model
     if name in ("adapt", "wrap"):  # other libraries' VAEs as latentcam models

@@ -41,7 +41,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from latentcam.checkpoint import LoadedRun, load_run
 from latentcam.data.classes import ATTRIBUTE_NAMES
+from latentcam.data.dataset import FaceDataset, load_face_data
 from latentcam.errors import DataError, InputError
 from latentcam.explain import metrics as M
 from latentcam.explain.directions import (
@@ -73,8 +75,10 @@ from latentcam.explain.layers import (
     pick_best,
 )
 from latentcam.explain.traversal import effect_maps
+from latentcam.figures import save_figure
+from latentcam.io import ensure_dir, write_json
+from latentcam.plots import direction_ranking
 from latentcam.runs import Latents, check_run_output, encode_run_data
-from latentcam.training.checkpoint import LoadedRun, load_run
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +144,6 @@ def _validation_latents(
 
 def _folder_latents(loaded: LoadedRun, folder: str | Path, progress: bool) -> Tensor:
     """mu of every image of a plain folder, at the run's image size."""
-    from latentcam.data.dataset import FaceDataset, load_face_data
 
     path = Path(folder)
     if not path.is_dir():
@@ -845,10 +848,6 @@ def directions_run(
     ``out/ranking.png`` (held-out AUROC per attribute direction beside its best single unit;
     explained variance for unsupervised directions).
     """
-    from latentcam.io import ensure_dir, write_json
-    from latentcam.report.figures import save_figure
-    from latentcam.report.plots import direction_ranking
-
     loaded = load_run(run)
     check_run_output(out, loaded, data, with_images, without_images, vectors)
     found = find_directions(

@@ -16,7 +16,9 @@ from typing import Any
 
 from latentcam.config import RunConfig, load_config
 from latentcam.io import check_output, ensure_dir
+from latentcam.report.build import build_report
 from latentcam.report.html import Report
+from latentcam.training.train import train
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +62,6 @@ def run_demo(
             evaluation and reports, takes about three more minutes on two CPU cores).
         n_images: synthetic faces rendered (64 px).
     """
-    from latentcam.report.build import build_report
-    from latentcam.training.train import train
-
     out = ensure_dir(check_output(out))
     started = time.perf_counter()
     summary: list[dict[str, Any]] = []

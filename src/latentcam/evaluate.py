@@ -94,8 +94,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from latentcam.checkpoint import LoadedRun, load_run
 from latentcam.concepts import directions_report, evaluation_directions
 from latentcam.data.classes import ATTRIBUTE_NAMES, PART_NAMES, REGIONS
+from latentcam.data.synthetic import FACTOR_REGIONS
 from latentcam.errors import InputError
 from latentcam.explain import metrics as M
 from latentcam.explain.cam import METHODS, compute_cams, latent_cams, upsample
@@ -128,10 +130,10 @@ from latentcam.explain.layers import (
 from latentcam.explain.targets import SegClass
 from latentcam.explain.traversal import effect_maps
 from latentcam.io import ensure_dir, write_json
+from latentcam.models.base import kl_per_unit
+from latentcam.models.protocol import has_seg_output, is_conditional
 from latentcam.models.segvae import predicted_labels
 from latentcam.runs import RunData, check_run_output, open_run_data
-from latentcam.training.checkpoint import LoadedRun, load_run
-from latentcam.training.losses import kl_per_unit
 
 log = logging.getLogger(__name__)
 
@@ -448,10 +450,10 @@ def evaluate(
                     "threshold": 0.5,
                     "note": "every unit's map is zero on these images",
                 }
-    if cfg.model.kind == "segvae":
+    if has_seg_output(model):
         with _stage(seconds, "segmentation"):
             result["segmentation"] = _segmentation(batch, x_m, parts_m)
-    if cfg.model.kind == "cvae" and batch.attrs is not None:
+    if is_conditional(model) and batch.attrs is not None:
         with _stage(seconds, "attribute_control"):
             result["attribute_control"] = _attribute_control(batch)
     result["seconds"] = round(time.perf_counter() - t0, 2)
@@ -540,10 +542,6 @@ def _disentanglement(
             "method": d.method,
         },
     }
-    try:
-        from latentcam.data.synthetic import FACTOR_REGIONS
-    except ImportError:  # pragma: no cover - synthetic module is part of the package
-        FACTOR_REGIONS = {}
     per_factor = []
     units = best.unit.tolist()
     paper_layer = str(model.explain_layer)

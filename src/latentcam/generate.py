@@ -18,9 +18,9 @@ import torch
 
 from latentcam.data.classes import ATTRIBUTE_IDS, ATTRIBUTE_NAMES, NUM_CLASSES
 from latentcam.errors import InputError
+from latentcam.figures import colorize
 from latentcam.models.base import Decoded, GenerativeModel
 from latentcam.models.segvae import predicted_labels
-from latentcam.report.figures import colorize
 
 
 def _device(model: GenerativeModel) -> torch.device:

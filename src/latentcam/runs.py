@@ -3,7 +3,9 @@
 Every run-level command (explain, traverse, evaluate, report, the app) starts the same way:
 load the model from a checkpoint or run folder, read ``n`` images of a split of the run's
 own dataset (or another one given by the user) at the size the model was built for, and
-build the CVAE condition from the images' attributes. :func:`open_run_data` does that once.
+build the CVAE condition from the images' attributes. :func:`open_run_data` does that once;
+:func:`open_data` (a run's dataset with its split settings) serves it and the training data
+module alike. Nothing here imports Lightning.
 """
 
 from __future__ import annotations
@@ -14,9 +16,35 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from latentcam.checkpoint import LoadedRun, check_image_size, load_run
+from latentcam.config import RunConfig
+from latentcam.data.dataset import FaceData, FaceDataset, load_face_data
 from latentcam.errors import DataError, InputError
 from latentcam.io import check_output
-from latentcam.training.checkpoint import LoadedRun, check_image_size, load_run
+from latentcam.models.base import eval_mode
+from latentcam.models.protocol import is_conditional
+
+
+def open_data(cfg: RunConfig, path: str | Path | None = None, progress: bool = True) -> FaceData:
+    """The dataset of a run, at the model's image size, with the run's split settings.
+
+    Args:
+        cfg: the run config (``data.*``, ``model.image_size``, ``train.seed``).
+        path: a dataset path instead of ``cfg.data.path`` (e.g. ``reconstruct --data``).
+    """
+    dcfg = cfg.data
+    return load_face_data(
+        dcfg.path if path is None else path,
+        cfg.model.image_size,
+        cache_dir=dcfg.cache_dir or None,
+        seed=cfg.train.seed,
+        val_fraction=dcfg.val_fraction,
+        test_fraction=dcfg.test_fraction,
+        synth_n=dcfg.synth_n,
+        synth_seed=dcfg.synth_seed,
+        skip_bad=dcfg.skip_bad,
+        progress=progress,
+    )
 
 
 class RunData(NamedTuple):
@@ -68,9 +96,6 @@ def open_run_data(
         CheckpointError, DataError, InputError: unreadable run or data, a CVAE with data that
             has no attributes, ``n < 1``.
     """
-    from latentcam.data.dataset import FaceDataset
-    from latentcam.training.datamodule import open_data
-
     if n < 1:
         raise InputError(f"n must be at least 1, got {n}")
     loaded = run if isinstance(run, LoadedRun) else load_run(run)
@@ -85,7 +110,7 @@ def open_run_data(
     device = next(loaded.model.parameters()).device
     attrs = batch.get("attrs")
     cond = None
-    if cfg.model.kind == "cvae":
+    if is_conditional(loaded.model):
         if attrs is None:
             raise DataError(
                 f"this run is a CVAE conditioned on the 40 CelebA attributes, but {path} has no "
@@ -157,10 +182,6 @@ def encode_run_data(
         CheckpointError, DataError, InputError: as :func:`open_run_data`; an empty split.
     """
     from tqdm.auto import tqdm
-
-    from latentcam.data.dataset import FaceDataset
-    from latentcam.explain.hooks import eval_mode
-    from latentcam.training.datamodule import open_data
 
     if max_images < 1:
         raise InputError(f"max_images must be at least 1, got {max_images}")

@@ -24,9 +24,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from latentcam import plots
 from latentcam.config import RunConfig, load_config, to_dict
 from latentcam.errors import ConfigError, InputError
+from latentcam.evaluate import evaluate, jsonable
+from latentcam.explain.cam import latent_cams, normalise, upsample
+from latentcam.figures import make_grid, overlay, save_figure, save_png, to_uint8_hwc
+from latentcam.generate import as_pictures
 from latentcam.io import atomic_write, check_output, ensure_dir, write_json
+from latentcam.models.protocol import Capabilities, has_seg_output
+from latentcam.models.registry import capabilities_of
+from latentcam.runs import open_run_data
+from latentcam.training.train import train
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +119,6 @@ def run_sweep(
         points: ``(i, n)`` to run only points i, i+n, ... on this machine (no summary then).
         eval_n: validation images each point is evaluated on.
     """
-    from latentcam.evaluate import evaluate, jsonable
-    from latentcam.runs import open_run_data
-    from latentcam.training.train import train
-
     _check_grid_budget(base)
     out = ensure_dir(check_output(out, [base.data.path]))
     all_points = grid_points(grid, base)
@@ -136,17 +141,13 @@ def run_sweep(
     if points is not None and points[1] > 1:
         return []
     rows = [summary_row(out / p.name, p) for p in all_points]
-    write_summary(out, rows, base.model.kind)
+    write_summary(out, rows, capabilities_of(base.model))
     return rows
 
 
 def _save_sheet_cell(run_dir: Path, batch: Any) -> None:
     """A small picture per point: input, recon (or mask) and averaged heatmap of 3 images."""
     import torch
-
-    from latentcam.explain.cam import latent_cams, normalise, upsample
-    from latentcam.generate import as_pictures
-    from latentcam.report.figures import make_grid, overlay, save_png, to_uint8_hwc
 
     model = batch.run.model
     x = batch.images[:3]
@@ -214,9 +215,10 @@ def summary_row(run_dir: Path, point: SweepPoint) -> dict[str, Any]:
     }
 
 
-def recommend(rows: Sequence[Mapping[str, Any]], kind: str) -> dict[str, Any]:
-    """The smallest latent size within 1 dB PSNR (0.01 IoU) of the best, and the best localiser."""
-    metric, tol = ("iou", 0.01) if kind == "segvae" else ("psnr", 1.0)
+def recommend(rows: Sequence[Mapping[str, Any]], caps: Capabilities) -> dict[str, Any]:
+    """The smallest latent size within 1 dB PSNR (0.01 IoU for a model with a segmentation
+    output, ``caps``) of the best, and the best localiser."""
+    metric, tol = ("iou", 0.01) if has_seg_output(caps) else ("psnr", 1.0)
     scored = [r for r in rows if r.get(metric) is not None]
     rec: dict[str, Any] = {"metric": metric, "tolerance": tol}
     if scored:
@@ -239,12 +241,11 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def write_summary(out: Path, rows: Sequence[Mapping[str, Any]], kind: str) -> dict[str, Any]:
+def write_summary(
+    out: Path, rows: Sequence[Mapping[str, Any]], caps: Capabilities
+) -> dict[str, Any]:
     """Write summary.csv, summary.md, metric plots and the figure sheet; return the recommendation."""
-    from latentcam.report import plots
-    from latentcam.report.figures import save_figure
-
-    rec = recommend(rows, kind)
+    rec = recommend(rows, caps)
     cols = list(rows[0].keys()) if rows else []
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=cols)
@@ -289,8 +290,6 @@ def write_summary(out: Path, rows: Sequence[Mapping[str, Any]], kind: str) -> di
 def _figure_sheet(out: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     import matplotlib.pyplot as plt
     from PIL import Image
-
-    from latentcam.report.figures import save_figure
 
     cells = [
         (r["point"], out / r["point"] / "sheet.png")

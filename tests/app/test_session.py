@@ -28,11 +28,11 @@ from latentcam.explain.directions import DirectionSet, make_direction
 from latentcam.explain.metrics import rank_units
 from latentcam.explain.targets import LatentDirection, SegClass
 from latentcam.explain.traversal import effect_maps
+from latentcam.figures import to_uint8_hwc
 from latentcam.generate import as_pictures, colorize_labels
 from latentcam.io import write_json
+from latentcam.models.base import kl_per_unit
 from latentcam.models.segvae import predicted_labels
-from latentcam.report.figures import to_uint8_hwc
-from latentcam.training.losses import kl_per_unit
 
 Open = Callable[..., ExplorerSession]
 

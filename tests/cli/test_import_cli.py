@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from latentcam.checkpoint import load_run
 from latentcam.cli import main
 from latentcam.models.saved import SPEC_FILE, WEIGHTS_FILE
-from latentcam.training.checkpoint import load_run
 
 SIZE = 32
 

@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
+from latentcam.checkpoint import load_run
 from latentcam.cli import build_parser, main
 from latentcam.config import load_config
 from latentcam.data.classes import ATTRIBUTE_IDS
 from latentcam.errors import InputError
 from latentcam.generate import attribute_vector, colorize_labels, reconstruct, sample
-from latentcam.training.checkpoint import load_run
 
 TINY = Path(__file__).resolve().parents[2] / "src" / "latentcam" / "configs" / "tiny.yaml"
 
@@ -183,8 +183,8 @@ def test_sample_decodes_a_latent_vector_saved_by_the_app(
     import json
 
     from latentcam.app.session import Z_FORMAT
+    from latentcam.figures import to_uint8_hwc
     from latentcam.generate import as_pictures
-    from latentcam.report.figures import to_uint8_hwc
 
     run = load_run(cvae_run)
     K = run.model.latent_dim

@@ -18,11 +18,10 @@ from latentcam.explain.cam import (
     latent_cams,
     mean_map,
     normalise,
-    resolve_layer,
     upsample,
 )
 from latentcam.explain.targets import CustomTarget, LatentSum, LatentUnit, SegClass
-from latentcam.models.base import VAEOutput
+from latentcam.models.base import VAEOutput, resolve_layer
 from latentcam.models.registry import build_model
 
 # ----------------------------------------------------------------------------- tiny models

@@ -10,12 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
+from latentcam.checkpoint import CHECKPOINT_KEY, MODEL_PREFIX, checkpoint_payload
 from latentcam.cli import main
 from latentcam.config import ModelConfig, RunConfig
 from latentcam.explain.cam import latent_cams
 from latentcam.explain.run import explain_run
 from latentcam.models.registry import build_model
-from latentcam.training.checkpoint import CHECKPOINT_KEY, MODEL_PREFIX, checkpoint_payload
 
 
 def write_run(folder: Path, kind: str, data_root: Path) -> Path:
@@ -57,7 +57,7 @@ def test_explain_run_writes_the_engine_maps(tmp_path: Path, faces: Path) -> None
     images = torch.from_numpy(saved["images"])
     assert images.shape == (4, 3, 16, 16) and 0.0 <= images.min() and images.max() <= 1.0
 
-    from latentcam.training.checkpoint import load_model
+    from latentcam.checkpoint import load_model
 
     expected = latent_cams(load_model(run), images)
     np.testing.assert_allclose(saved["maps"], expected.maps.numpy(), rtol=1e-5, atol=1e-7)

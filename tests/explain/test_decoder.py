@@ -105,7 +105,7 @@ def test_matrix_and_map_agreement() -> None:
 
 
 def test_decoder_maps_match_finite_differences_on_a_tiny_run(runs: dict) -> None:
-    from latentcam.training.checkpoint import load_run
+    from latentcam.checkpoint import load_run
 
     for kind in ("vae", "segvae"):
         model = load_run(runs[kind]).model.double()

@@ -13,13 +13,13 @@ from torch import nn
 
 import latentcam
 from latentcam.errors import InputError
-from latentcam.explain.cam import compute_cams, latent_cams, resolve_layer
+from latentcam.explain.cam import compute_cams, latent_cams
 from latentcam.explain.decoder import decoder_jacobian
 from latentcam.explain.directions import pca_directions
 from latentcam.explain.targets import LatentDirection
 from latentcam.explain.traversal import effect_maps, traverse, traverse_directions
 from latentcam.models.adapters import Adapter
-from latentcam.models.base import Decoded, VAEOutput
+from latentcam.models.base import Decoded, VAEOutput, resolve_layer
 from latentcam.models.protocol import (
     LatentModel,
     check_model,

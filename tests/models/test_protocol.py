@@ -21,7 +21,7 @@ from latentcam.models.protocol import (
     is_conditional,
     is_spatial,
 )
-from latentcam.models.registry import build_model
+from latentcam.models.registry import build_model, capabilities_of
 
 
 def _model(kind: str, **overrides: object) -> GenerativeModel:
@@ -82,3 +82,25 @@ def test_check_model_names_what_is_missing() -> None:
 def test_adapt_refuses_another_size_for_our_model() -> None:
     with pytest.raises(InputError, match=r"built for 16x16 images, not 32x32"):
         latentcam.adapt(_model("vae"), image_size=32)
+
+
+@pytest.mark.parametrize(
+    ("kind", "overrides"),
+    [
+        ("vae", {}),
+        ("vae", {"bottleneck": "spatial", "min_feature_size": 4}),
+        ("cvae", {}),
+        ("segvae", {}),
+        ("segvae", {"seg_recon_image": True, "seg_classes": 1}),
+    ],
+)
+def test_capabilities_of_a_config_are_the_built_models(kind: str, overrides: dict) -> None:
+    model = _model(kind, **overrides)
+    caps = capabilities_of(model.config)
+    assert caps.latent_shape == model.latent_shape
+    assert caps.latent_dim == model.latent_dim
+    assert caps.cond_dim == model.cond_dim
+    assert caps.outputs == model.outputs
+    assert caps.seg_classes == getattr(model, "seg_classes", 0)
+    for ask in (has_image_output, has_seg_output, is_conditional, is_spatial):
+        assert ask(caps) == ask(model)

@@ -14,10 +14,10 @@ import torch
 from torch import nn
 
 import latentcam
+from latentcam.checkpoint import load_run
 from latentcam.errors import CheckpointError, InputError
 from latentcam.models.adapters import Adapter
 from latentcam.models.saved import SPEC_FILE, WEIGHTS_FILE, adapter_spec, load_adapted, save_adapted
-from latentcam.training.checkpoint import load_run
 
 FACTORY_MODULE = textwrap.dedent(
     '''

@@ -27,10 +27,10 @@ from typing import Any, NamedTuple
 import pytest
 import torch
 
+from latentcam.checkpoint import LoadedRun, check_image_size, load_run
 from latentcam.cli import main
 from latentcam.config import RunConfig, load_config
 from latentcam.errors import CheckpointError, ConfigError, DataError, InputError
-from latentcam.training.checkpoint import LoadedRun, check_image_size, load_run
 from latentcam.training.train import train
 
 

@@ -774,9 +774,9 @@ def checkpoint_bytes(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, d
     without running Lightning; and its model's state dict."""
     import torch
 
+    from latentcam.checkpoint import CHECKPOINT_KEY, checkpoint_payload
     from latentcam.config import load_config
     from latentcam.models.registry import build_model
-    from latentcam.training.checkpoint import CHECKPOINT_KEY, checkpoint_payload
 
     cfg = load_config(["tiny"])
     torch.manual_seed(0)
@@ -817,8 +817,8 @@ def test_damaged_checkpoint(
     """A damaged checkpoint gives one CheckpointError, or loads; a cut one never loads."""
     import torch
 
+    from latentcam.checkpoint import load_run
     from latentcam.errors import CheckpointError
-    from latentcam.training.checkpoint import load_run
 
     data, state = checkpoint_bytes
     pos = int(len(data) * where)

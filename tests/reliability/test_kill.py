@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
+from latentcam.checkpoint import read_checkpoint
 from latentcam.cli import main
 from latentcam.errors import CheckpointError
-from latentcam.training.checkpoint import read_checkpoint
 
 HELPER = Path(__file__).with_name("faulty_train.py")
 STEPS_PER_EPOCH = 3  # 64 faces: 52 train images in batches of 16, the last one dropped

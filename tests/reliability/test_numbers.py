@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from latentcam.checkpoint import load_run
 from latentcam.cli import main
 from latentcam.config import load_config
 from latentcam.errors import CheckpointError, ConfigError, InputError
 from latentcam.runs import parse_unit_ranges, parse_units
-from latentcam.training.checkpoint import load_run
 
 
 def run_cli(argv: list[str]) -> int:

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from latentcam.checkpoint import model_state, read_checkpoint
 from latentcam.config import RunConfig, load_config
-from latentcam.training.checkpoint import model_state, read_checkpoint
 from latentcam.training.module import RNG_KEY
 from latentcam.training.train import TrainResult, train
 

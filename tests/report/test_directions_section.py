@@ -16,6 +16,7 @@ from latentcam.evaluate import jsonable
 from latentcam.explain.cam import compute_cams, normalise, upsample
 from latentcam.explain.directions import DirectionSet
 from latentcam.explain.targets import LatentDirection
+from latentcam.figures import overlay
 from latentcam.report.build import build_report
 from latentcam.report.directions import (
     SCORE_COLUMNS,
@@ -24,7 +25,6 @@ from latentcam.report.directions import (
     directions_section,
     score_rows,
 )
-from latentcam.report.figures import overlay
 from latentcam.report.html import Report
 from latentcam.runs import RunData, open_run_data
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from latentcam import plots
 from latentcam.cli import main
-from latentcam.report import plots
 
 ROWS = [
     {

@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 
 from latentcam.errors import ConfigError, InputError
+from latentcam.models.base import kl_per_unit
 from latentcam.training.losses import (
     SEG_LOSSES,
     bce_jaccard_loss,
     dice_loss,
     kl_divergence,
-    kl_per_unit,
     kl_weight,
     lovasz_loss,
     mask_bce,

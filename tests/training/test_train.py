@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from latentcam import load_model
+from latentcam.checkpoint import load_run
 from latentcam.config import RunConfig, load_config
 from latentcam.data.augment import flip_lr
 from latentcam.data.classes import PART_NAMES
@@ -25,7 +26,6 @@ from latentcam.errors import CheckpointError, ConfigError, InputError
 from latentcam.models.base import VAEOutput
 from latentcam.training import losses
 from latentcam.training.callbacks import TrainingDivergedError, ema_warmup_decay
-from latentcam.training.checkpoint import load_run
 from latentcam.training.datamodule import (
     GPU_WORKERS,
     FaceDataModule,

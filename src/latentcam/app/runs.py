@@ -13,8 +13,9 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
+from latentcam.checkpoint import RUN_CHECKPOINTS, resolve_checkpoint
 from latentcam.errors import CheckpointError, InputError
-from latentcam.training.checkpoint import RUN_CHECKPOINTS, resolve_checkpoint
+from latentcam.models.saved import ADAPTER_FILES, is_adapter_run
 
 #: How deep below the folder runs are looked for (runs/sweep/variant is depth 2).
 MAX_DEPTH = 3
@@ -52,8 +53,6 @@ def _is_run(folder: Path) -> bool:
 
 
 def _is_adapted(folder: Path) -> bool:
-    from latentcam.models.saved import is_adapter_run
-
     return is_adapter_run(folder)
 
 
@@ -115,8 +114,6 @@ class RunsFolder:
         if not self.inside(real):
             raise self._outside(text)
         if real.is_dir() and _is_adapted(real):
-            from latentcam.models.saved import ADAPTER_FILES
-
             files = [real / name for name in ADAPTER_FILES]
         elif real.exists():
             files = [resolve_checkpoint(real)]

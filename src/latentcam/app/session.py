@@ -65,6 +65,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from latentcam.checkpoint import LoadedRun
+from latentcam.concepts import find_directions, resolve_directions
 from latentcam.config import MODEL_KINDS
 from latentcam.data.classes import ATTRIBUTE_IDS, ATTRIBUTE_NAMES, PART_NAMES
 from latentcam.data.imageio import BadFile, load_image
@@ -74,25 +76,24 @@ from latentcam.explain.cam import (
     compute_cams,
     latent_cams,
     normalise,
-    resolve_layer,
     upsample,
 )
 from latentcam.explain.directions import DirectionSet
 from latentcam.explain.metrics import rank_units
 from latentcam.explain.targets import SegClass
 from latentcam.explain.traversal import PAPER_STEPS, effect_maps
-from latentcam.generate import as_pictures, attribute_vector, colorize_labels
-from latentcam.models.base import Decoded
-from latentcam.models.segvae import predicted_labels
-from latentcam.report.figures import (
+from latentcam.figures import (
     colorize,
     figure_png_bytes,
     overlay,
     panel_grid,
     to_uint8_hwc,
 )
-from latentcam.training.checkpoint import LoadedRun
-from latentcam.training.losses import kl_per_unit
+from latentcam.generate import as_pictures, attribute_vector, colorize_labels
+from latentcam.models.base import Decoded, kl_per_unit, resolve_layer
+from latentcam.models.protocol import has_image_output, has_seg_output
+from latentcam.models.segvae import predicted_labels
+from latentcam.runs import open_run_data
 
 log = logging.getLogger(__name__)
 
@@ -369,7 +370,7 @@ class ExplorerSession:
         DataError: a CVAE without attributes.
 
     The significance ranking is the KL ranking (:func:`latentcam.explain.metrics.rank_units`
-    of :func:`latentcam.training.losses.kl_per_unit` over ``images``), the ``by_kl`` ranking
+    of :func:`latentcam.models.base.kl_per_unit` over ``images``), the ``by_kl`` ranking
     of ``latentcam evaluate``.
     """
 
@@ -462,9 +463,6 @@ class ExplorerSession:
             CheckpointError, DataError, InputError: see :func:`latentcam.runs.open_run_data`;
                 an unreadable directions file, an unknown name, directions of another width.
         """
-        from latentcam.concepts import find_directions, resolve_directions
-        from latentcam.runs import open_run_data
-
         batch = open_run_data(run, data=data, n=n, split=split, progress=False)
         source = str(run) if not isinstance(run, LoadedRun) else ""
         if isinstance(directions, DirectionSet):
@@ -514,7 +512,7 @@ class ExplorerSession:
     @property
     def seg_classes(self) -> list[str]:
         """Names of the segmentation classes (empty for a model without segmentation)."""
-        if self.kind != "segvae":
+        if not has_seg_output(self.model):
             return []
         count = int(self.run.config.model.seg_classes)
         return ["mask"] if count == 1 else list(PART_NAMES[:count])
@@ -762,7 +760,7 @@ class ExplorerSession:
         return explained, result.maps[:, 0]
 
     def _no_image(self) -> bool:
-        return self.kind == "segvae" and not self.run.config.model.seg_recon_image
+        return not has_image_output(self.model)
 
     def unit_effect(self) -> Tensor:
         """|decode(z + d e_k) - decode(z - d e_k)| of the chosen unit k, (1, H, W); for a
@@ -856,7 +854,7 @@ class ExplorerSession:
 
     def figure(self) -> Any:
         """The current view as one labelled matplotlib figure
-        (:func:`latentcam.report.figures.panel_grid`).
+        (:func:`latentcam.figures.panel_grid`).
 
         Row 1: input, reconstruction, mean Grad-CAM, decoded z, the chosen unit's Grad-CAM,
         its effect map (SegVAE: and the predicted parts, the Seg-Grad-CAM map). Then the

@@ -100,9 +100,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _traverse(args: argparse.Namespace) -> int:
+    from latentcam.checkpoint import load_run
     from latentcam.explain.traversal import traverse_run
     from latentcam.runs import parse_floats, parse_units
-    from latentcam.training.checkpoint import load_run
 
     run = load_run(args.run)
     attributes = args.attributes.split(",") if args.attributes else None
@@ -141,8 +141,8 @@ def _fmt(value: float | None) -> str:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from latentcam.checkpoint import load_run
     from latentcam.evaluate import evaluate_run
-    from latentcam.training.checkpoint import load_run
 
     if args.no_directions and args.directions:
         raise InputError("give --directions or --no-directions, not both")

@@ -71,11 +71,11 @@ def register(subparsers: Any) -> None:
 
 
 def run_explain(args: argparse.Namespace) -> int:
+    from latentcam.checkpoint import load_run
     from latentcam.concepts import resolve_directions
     from latentcam.errors import InputError
     from latentcam.explain.run import explain_run
     from latentcam.runs import parse_unit_ranges, parse_units
-    from latentcam.training.checkpoint import load_run
 
     parse_unit_ranges(args.units)  # a typo fails before the model loads
     if args.names and not args.directions:

@@ -205,8 +205,8 @@ def _assignments(items: list[str], what: str) -> dict[str, float]:
 
 def run_train(args: argparse.Namespace) -> int:
 
+    from latentcam.checkpoint import config_of, read_checkpoint, resolve_resume
     from latentcam.config import load_config
-    from latentcam.training.checkpoint import config_of, read_checkpoint, resolve_resume
 
     check_threads(args.threads)
     base = None
@@ -239,19 +239,20 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_sample(args: argparse.Namespace) -> int:
+    from latentcam.checkpoint import load_run
     from latentcam.cli.numbers import available_memory, check_cost
+    from latentcam.figures import make_grid, save_png
     from latentcam.generate import sample
     from latentcam.io import ensure_dir
-    from latentcam.report.figures import make_grid, save_png
+    from latentcam.models.protocol import is_conditional
     from latentcam.runs import check_run_output
-    from latentcam.training.checkpoint import load_run
 
     attrs = _assignments(args.set, "--set")
     run = load_run(args.run)
     check_run_output(args.out, run, None, args.z)
     if args.z:
         return _decode_saved_z(args, run)
-    if attrs and run.config.model.kind != "cvae":
+    if attrs and not is_conditional(run.model):
         raise InputError(
             f"--set needs a cvae run; {args.run} holds a {run.config.model.kind}, which takes "
             "no attributes"
@@ -279,9 +280,9 @@ def _decode_saved_z(args: argparse.Namespace, run: Any) -> int:
     import torch
 
     from latentcam.app.session import read_z_file
+    from latentcam.figures import save_png, to_uint8_hwc
     from latentcam.generate import as_pictures, attribute_vector
     from latentcam.io import ensure_dir
-    from latentcam.report.figures import save_png, to_uint8_hwc
 
     record = read_z_file(args.z)
     kind = run.config.model.kind
@@ -316,13 +317,14 @@ def _decode_saved_z(args: argparse.Namespace, run: Any) -> int:
 def run_reconstruct(args: argparse.Namespace) -> int:
     import torch
 
+    from latentcam.checkpoint import load_run
     from latentcam.data.classes import binary_mask
+    from latentcam.figures import make_grid, save_png
     from latentcam.generate import colorize_labels, reconstruct
     from latentcam.io import ensure_dir
+    from latentcam.models.protocol import has_image_output, has_seg_output
     from latentcam.models.segvae import predicted_labels
-    from latentcam.report.figures import make_grid, save_png
     from latentcam.runs import check_run_output, open_run_data
-    from latentcam.training.checkpoint import load_run
     from latentcam.training.module import seg_target_is_binary
 
     run = load_run(args.run)
@@ -330,9 +332,9 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     batch = open_run_data(run, args.data, n=args.n, split=args.split)
     cfg, model = batch.run.config, batch.run.model
     rows = [batch.images]
-    if cfg.model.kind != "segvae" or cfg.model.seg_recon_image:
+    if has_image_output(model):
         rows.append(reconstruct(model, batch.images, batch.cond))
-    if cfg.model.kind == "segvae":
+    if has_seg_output(model):
         if batch.parts is None:
             raise InputError(f"{args.data} has no part masks to compare the segvae with")
         binary = seg_target_is_binary(cfg)

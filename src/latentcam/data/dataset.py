@@ -30,6 +30,7 @@ from latentcam.data.cache import (
 from latentcam.data.classes import NUM_CLASSES, binary_mask
 from latentcam.data.imageio import Skipped
 from latentcam.data.layouts import PARTITION_CODES, detect_layout, index_source, list_source
+from latentcam.data.synthetic import GENERATOR_VERSION, write_synthetic
 from latentcam.errors import DataError, InputError
 
 log = logging.getLogger(__name__)
@@ -169,15 +170,12 @@ def synthetic_source(cache_dir: Path, n: int, size: int, seed: int, progress: bo
     into ``cache_dir/synth-v{version}-n{n}-s{size}-seed{seed}`` and reused afterwards (the
     renderer's version is in the name, so a changed renderer never reuses old faces).
     """
-    from latentcam.data.synthetic import GENERATOR_VERSION
 
     folder = cache_dir / f"synth-v{GENERATOR_VERSION}-n{n}-s{size}-seed{seed}"
     if folder.is_dir():
         return folder
     with cache_lock(folder):
         if not folder.is_dir():
-            from latentcam.data.synthetic import write_synthetic
-
             log.info(
                 "rendering %d synthetic faces at %d px (seed %d) into %s", n, size, seed, folder
             )

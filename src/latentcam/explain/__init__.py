@@ -16,7 +16,6 @@ from latentcam.explain.cam import (
     latent_cams,
     mean_map,
     normalise,
-    resolve_layer,
     upsample,
 )
 from latentcam.explain.targets import (
@@ -41,6 +40,5 @@ __all__ = [
     "latent_cams",
     "mean_map",
     "normalise",
-    "resolve_layer",
     "upsample",
 ]

@@ -42,9 +42,7 @@ and :func:`normalise` are separate, explicit steps.
 
 from __future__ import annotations
 
-import difflib
 import logging
-import re
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -65,7 +63,7 @@ from latentcam.explain.targets import (
     mu_coefficients,
     target_scores,
 )
-from latentcam.models.base import GenerativeModel, VAEOutput
+from latentcam.models.base import GenerativeModel, VAEOutput, resolve_layer
 
 log = logging.getLogger(__name__)
 
@@ -95,57 +93,6 @@ class CamResult(NamedTuple):
     layer: str
     target_names: list[str]
     units: torch.Tensor | None
-
-
-# ----------------------------------------------------------------------------- layers
-
-
-def _layer_choices(model: nn.Module) -> list[str]:
-    """Names of the conv layers and numbered blocks (``...blocks.N``) of a model."""
-    block = re.compile(r"(^|\.)blocks\.\d+$")
-    return [
-        name
-        for name, module in model.named_modules()
-        if name and (isinstance(module, nn.modules.conv._ConvNd) or block.search(name))
-    ]
-
-
-def resolve_layer(model: nn.Module, layer: str | nn.Module | None = None) -> tuple[str, nn.Module]:
-    """The explained layer as ``(dotted name, module)``.
-
-    Args:
-        model: the model.
-        layer: a dotted module name (``"encoder.blocks.3"``), the module itself, or None
-            for the model's default ``model.explain_layer`` (its last encoder conv block).
-
-    Raises:
-        InputError: an unknown name (the message lists close matches and the conv/block
-            layers that exist), a module that is not part of the model, or no default.
-    """
-    modules = dict(model.named_modules())
-    if isinstance(layer, nn.Module):
-        for name, module in modules.items():
-            if module is layer:
-                return name, module
-        raise InputError(
-            f"the layer module {type(layer).__name__} is not part of the model "
-            f"{type(model).__name__}; pass one of its layers or a layer name"
-        )
-    name = layer if layer is not None else getattr(model, "explain_layer", "")
-    choices = _layer_choices(model)
-    if not name:
-        raise InputError(
-            f"{type(model).__name__} names no default explanation layer (explain_layer); "
-            f"pass layer=NAME, one of: {', '.join(choices) or '(no conv layers found)'}"
-        )
-    if name not in modules or name == "":
-        close = difflib.get_close_matches(name, list(modules), n=3, cutoff=0.6)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise InputError(
-            f"unknown layer '{name}' in {type(model).__name__}.{hint} Conv layers and blocks: "
-            f"{', '.join(choices) or '(none found)'}"
-        )
-    return name, modules[name]
 
 
 # ----------------------------------------------------------------------------- forward
@@ -834,6 +781,5 @@ __all__ = [
     "latent_cams",
     "mean_map",
     "normalise",
-    "resolve_layer",
     "upsample",
 ]

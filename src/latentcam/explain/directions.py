@@ -58,8 +58,10 @@ from torch import nn
 from latentcam.data.classes import ATTRIBUTE_NAMES, PART_IDS, PART_NAMES, REGIONS
 from latentcam.data.synthetic import FACTOR_REGIONS
 from latentcam.errors import InputError
+from latentcam.explain.decoder import decoder_gram
 from latentcam.explain.disentangle import auroc_matrix, fit_logistic
 from latentcam.explain.targets import LatentDirection, Target
+from latentcam.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -384,7 +386,6 @@ class DirectionSet:
 
     def save(self, path: str | Path) -> Path:
         """Write ``directions.npz`` atomically (see the module docstring for its arrays)."""
-        from latentcam.io import atomic_path
 
         path = Path(path)
         meta = self.describe()
@@ -896,7 +897,6 @@ def jacobian_directions(
         cond: (N, A) CVAE condition or None.
         k: how many directions.
     """
-    from latentcam.explain.decoder import decoder_gram
 
     gram = decoder_gram(model, mu, cond)  # type: ignore[arg-type]
     x = _as_matrix(mu, "mu")

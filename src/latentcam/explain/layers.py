@@ -44,10 +44,11 @@ from latentcam.explain.cam import (
     latent_cams,
     latent_cams_by_method,
     normalise,
-    resolve_layer,
     upsample,
 )
 from latentcam.explain.targets import Target
+from latentcam.explain.traversal import effect_maps
+from latentcam.models.base import kl_per_unit, resolve_layer
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ def parse_layers(model: nn.Module, spec: Sequence[str] | str | None) -> LayerReq
 
     Raises:
         InputError: an unknown layer name (with close matches, from
-            :func:`latentcam.explain.cam.resolve_layer`).
+            :func:`latentcam.models.base.resolve_layer`).
     """
     if spec is None:
         spec = [DEFAULT]
@@ -614,9 +615,6 @@ def choose_layer(
     Returns:
         :class:`LayerChoice`.
     """
-    from latentcam.explain.traversal import effect_maps
-    from latentcam.training.losses import kl_per_unit
-
     names = parse_layers(model, list(candidates)).layers if candidates else auto_candidates(model)
     methods = [method] if isinstance(method, str) else list(method)
     with torch.no_grad():

@@ -485,7 +485,7 @@ def active_units(kl_per_unit: Tensor, threshold: float = 0.01) -> Tensor:
 
     A unit whose posterior equals the prior for every image carries no information (it is
     "collapsed"); the KL form of the activity criterion of Burda et al. 2016. Compute
-    ``kl_per_unit`` with ``latentcam.training.losses.kl_per_unit``.
+    ``kl_per_unit`` with ``latentcam.models.base.kl_per_unit``.
 
     Args:
         kl_per_unit: float (K,) mean KL per unit in nats, or (N, K) per image (averaged).

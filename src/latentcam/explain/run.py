@@ -34,13 +34,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from latentcam.checkpoint import LoadedRun, load_run
 from latentcam.errors import InputError
 from latentcam.explain.cam import METHODS, mean_map, normalise, upsample
 from latentcam.explain.directions import DirectionSet
-from latentcam.io import atomic_path, ensure_dir
-from latentcam.models.base import Decoded
+from latentcam.explain.hooks import eval_mode
+from latentcam.explain.layers import FUSION, CamBank, choose_layer, parse_layers
+from latentcam.explain.traversal import file_stem
+from latentcam.figures import overlay, panel_grid, save_figure, to_uint8_hwc
+from latentcam.generate import as_pictures
+from latentcam.io import atomic_path, ensure_dir, write_json
+from latentcam.models.base import Decoded, kl_per_unit
 from latentcam.runs import RunData, check_run_output, open_run_data
-from latentcam.training.checkpoint import LoadedRun, load_run
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +57,6 @@ BATCH = 64
 
 def _overlays(images: torch.Tensor, heat: torch.Tensor) -> np.ndarray:
     """Heatmaps (N, h, w) in [0, 1], upsampled to the images (N, 3, H, W): uint8 (N, H, W, 3)."""
-    from latentcam.report.figures import overlay
 
     height, width = images.shape[-2:]
     return overlay(images, upsample(heat, (height, width)).clamp(0, 1))
@@ -70,7 +74,6 @@ def _draw_grid(
 ) -> None:
     """grid.png: columns input | reconstruction | averaged map (when given) | one overlay per
     unit or direction."""
-    from latentcam.report.figures import panel_grid, save_figure, to_uint8_hwc
 
     columns = [to_uint8_hwc(images), to_uint8_hwc(pictures)]
     heads = ["input", output_title]
@@ -88,7 +91,6 @@ def _draw_grid(
 
 def _draw_unit(path: Path, images: torch.Tensor, heat: torch.Tensor, title: str) -> None:
     """unit_kkk.png: inputs above, this unit's overlays below, with a colour bar."""
-    from latentcam.report.figures import panel_grid, save_figure, to_uint8_hwc
 
     cells = [list(to_uint8_hwc(images)), list(_overlays(images, heat))]
     save_figure(panel_grid(cells, title=title, cell_inches=1.1), path)
@@ -142,12 +144,6 @@ def explain_run(
         CheckpointError, DataError, InputError: unreadable run or data, an unknown layer or
             method, a unit out of range.
     """
-    from latentcam.explain.hooks import eval_mode
-    from latentcam.explain.layers import FUSION, CamBank, choose_layer, parse_layers
-    from latentcam.generate import as_pictures
-    from latentcam.io import write_json
-    from latentcam.training.losses import kl_per_unit
-
     if top < 1:
         raise InputError(f"top must be at least 1, got {top}")
     if method not in METHODS:
@@ -271,11 +267,6 @@ def _explain_directions(
     batch: RunData, folder: Path, directions: DirectionSet, layers: list[str], method: str
 ) -> Path:
     """The directions' maps at every layer, as files (see :func:`explain_run`)."""
-    from latentcam.explain.hooks import eval_mode
-    from latentcam.explain.layers import FUSION, CamBank
-    from latentcam.explain.traversal import file_stem
-    from latentcam.generate import as_pictures
-
     model = batch.run.model
     if directions.latent_dim != model.latent_dim:
         raise InputError(

@@ -28,11 +28,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from latentcam.data.classes import ATTRIBUTE_NAMES
+from latentcam.checkpoint import LoadedRun, load_run
+from latentcam.data.classes import ATTRIBUTE_IDS, ATTRIBUTE_NAMES
 from latentcam.errors import InputError
+from latentcam.explain.cam import compute_cams, latent_cams, normalise, upsample
 from latentcam.explain.hooks import eval_mode
 from latentcam.explain.targets import Target, direction_targets, latent_targets
-from latentcam.models.base import Decoded, GenerativeModel
+from latentcam.figures import colorize, make_grid, overlay, save_png, to_uint8_hwc
+from latentcam.io import atomic_path, ensure_dir
+from latentcam.models.base import Decoded, GenerativeModel, kl_per_unit
+from latentcam.models.protocol import is_conditional
+from latentcam.runs import check_run_output, open_run_data
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +279,6 @@ def _heatmaps_of(
     batch_size: int,
 ) -> tuple[Tensor, str]:
     """CAM maps of ``targets`` (None = the mean over all units) on N images -> (N, T, h, w)."""
-    from latentcam.explain.cam import compute_cams, latent_cams
 
     chunks, layer_name = [], ""
     for start in range(0, images.shape[0], batch_size):
@@ -645,10 +650,6 @@ def save_traversal(
     """
     from PIL import Image
 
-    from latentcam.explain.cam import normalise, upsample
-    from latentcam.io import atomic_path, ensure_dir
-    from latentcam.report.figures import colorize, make_grid, overlay, save_png, to_uint8_hwc
-
     out = ensure_dir(out_dir)
     B, Kp, S, _, H, W = trav.images.shape
     if not 0 <= image_index < B:
@@ -719,7 +720,6 @@ def save_traversal(
 
 if TYPE_CHECKING:
     from latentcam.explain.directions import DirectionSet
-    from latentcam.training.checkpoint import LoadedRun
 
 
 class TraverseRunResult(NamedTuple):
@@ -755,17 +755,10 @@ def traverse_run(
     standard deviation along it (:func:`traverse_directions`); units are then traversed only
     when ``units`` are given, and a CVAE's attribute traversals sit beside.
     """
-    from latentcam.data.classes import ATTRIBUTE_IDS
-    from latentcam.errors import InputError
-    from latentcam.io import ensure_dir
-    from latentcam.runs import check_run_output, open_run_data
-    from latentcam.training.checkpoint import LoadedRun, load_run
-    from latentcam.training.losses import kl_per_unit
-
     loaded = run if isinstance(run, LoadedRun) else load_run(run)
     check_run_output(out, loaded, data)
     if attributes:  # checked before anything is written
-        if loaded.config.model.kind != "cvae":
+        if not is_conditional(loaded.model):
             raise InputError(
                 f"attributes are traversed for a cvae run; this run is a {loaded.config.model.kind}"
             )

@@ -15,6 +15,7 @@ from latentcam.models.cvae import ConditionalVAE
 from latentcam.models.protocol import (
     IMAGE,
     SEGMENTATION,
+    Capabilities,
     LatentModel,
     check_model,
     has_image_output,
@@ -22,7 +23,7 @@ from latentcam.models.protocol import (
     is_conditional,
     is_spatial,
 )
-from latentcam.models.registry import MODEL_CLASSES, build_model
+from latentcam.models.registry import MODEL_CLASSES, build_model, capabilities_of
 from latentcam.models.segvae import SegVAE
 from latentcam.models.unet import UNet
 from latentcam.models.vae import VAE
@@ -32,6 +33,7 @@ __all__ = [
     "MODEL_CLASSES",
     "SEGMENTATION",
     "Adapter",
+    "Capabilities",
     "ConditionalVAE",
     "Decoded",
     "GenerativeModel",
@@ -43,6 +45,7 @@ __all__ = [
     "VAEOutput",
     "adapt",
     "build_model",
+    "capabilities_of",
     "check_model",
     "has_image_output",
     "has_seg_output",

@@ -20,6 +20,8 @@ lists read back by position.
 from __future__ import annotations
 
 import contextlib
+import difflib
+import re
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -76,6 +78,84 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for module, training in modes:
             module.training = training
+
+
+def _layer_choices(model: nn.Module) -> list[str]:
+    """Names of the conv layers and numbered blocks (``...blocks.N``) of a model."""
+    block = re.compile(r"(^|\.)blocks\.\d+$")
+    return [
+        name
+        for name, module in model.named_modules()
+        if name and (isinstance(module, nn.modules.conv._ConvNd) or block.search(name))
+    ]
+
+
+def resolve_layer(model: nn.Module, layer: str | nn.Module | None = None) -> tuple[str, nn.Module]:
+    """The explained layer as ``(dotted name, module)``.
+
+    Args:
+        model: the model.
+        layer: a dotted module name (``"encoder.blocks.3"``), the module itself, or None
+            for the model's default ``model.explain_layer`` (its last encoder conv block).
+
+    Raises:
+        InputError: an unknown name (the message lists close matches and the conv/block
+            layers that exist), a module that is not part of the model, or no default.
+    """
+    modules = dict(model.named_modules())
+    if isinstance(layer, nn.Module):
+        for name, module in modules.items():
+            if module is layer:
+                return name, module
+        raise InputError(
+            f"the layer module {type(layer).__name__} is not part of the model "
+            f"{type(model).__name__}; pass one of its layers or a layer name"
+        )
+    name = layer if layer is not None else getattr(model, "explain_layer", "")
+    choices = _layer_choices(model)
+    if not name:
+        raise InputError(
+            f"{type(model).__name__} names no default explanation layer (explain_layer); "
+            f"pass layer=NAME, one of: {', '.join(choices) or '(no conv layers found)'}"
+        )
+    if name not in modules or name == "":
+        close = difflib.get_close_matches(name, list(modules), n=3, cutoff=0.6)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise InputError(
+            f"unknown layer '{name}' in {type(model).__name__}.{hint} Conv layers and blocks: "
+            f"{', '.join(choices) or '(none found)'}"
+        )
+    return name, modules[name]
+
+
+def posterior_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)) of each unit of a diagonal Gaussian posterior.
+
+    Per unit: 0.5 * (mu^2 + exp(logvar) - 1 - logvar) (Kingma & Welling, ICLR 2014,
+    appendix B), in nats. The prior term of the training loss and the activity of a unit.
+
+    Args:
+        mu: (B, K) posterior means.
+        logvar: (B, K) posterior log-variances.
+
+    Returns:
+        float32 (B, K).
+    """
+    if mu.shape != logvar.shape or mu.dim() != 2:
+        raise InputError(
+            f"mu {tuple(mu.shape)} and logvar {tuple(logvar.shape)} must both be (B, K)"
+        )
+    mu, logvar = mu.float(), logvar.float()
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
+
+
+def kl_per_unit(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL of each latent unit, averaged over the batch: (K,) float32, nats.
+
+    A unit whose mean KL stays near 0 is inactive (posterior collapse; Burda et al. 2016
+    count "active units" by a threshold on it).
+    """
+    return posterior_kl(mu, logvar).mean(0)
 
 
 def check_images(x: torch.Tensor, image_size: int, advice: str) -> None:

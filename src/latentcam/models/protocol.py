@@ -19,18 +19,19 @@ A model is anything that satisfies :class:`LatentModel`: our own ``VAE``,
 - ``encoder_layers()``: dotted names (in ``model.named_modules()``) of the encoder's conv
   layers or blocks, shallow (high resolution) to deep; ``explain_layer``: the default one.
 
-The plan: the tools still compare ``cfg.model.kind`` in about
-25 places (training, data module, report, evaluate, runs, CLI, app, traversal). Each of
-those comparisons becomes a question to this protocol, through the helpers below:
-"cvae" -> :func:`is_conditional`, "segvae" -> :func:`has_seg_output` (and "has an image"
--> :func:`has_image_output`), a spatial bottleneck -> :func:`is_spatial`. That rewrite is a
-separate step; new code asks the helpers. Only the model registry (which class to build from a config) and the training module's
-choice of loss keep a kind string.
+Tools ask a built model through the helpers below (:func:`is_conditional`,
+:func:`has_seg_output`, :func:`has_image_output`, :func:`is_spatial`); code that holds only a
+config (the data module choosing which labels to load, a report laid out before the model is
+built) asks :func:`latentcam.models.registry.capabilities_of`, which returns the same
+capabilities as a :class:`Capabilities` without building the model. Only the model registry
+(which class to build from a config) and the training module's choice of loss read a kind
+string; ``tests/test_kind_strings.py`` keeps it so.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -42,6 +43,7 @@ __all__ = [
     "IMAGE",
     "OUTPUT_KINDS",
     "SEGMENTATION",
+    "Capabilities",
     "LatentModel",
     "check_model",
     "has_image_output",
@@ -110,6 +112,30 @@ class LatentModel(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model can do, known from its config before it is built (see
+    :func:`latentcam.models.registry.capabilities_of`); the helpers below accept it like a
+    model.
+
+    Attributes:
+        latent_shape: (K,) for a vector latent, (C, h, w) for a spatial one.
+        cond_dim: condition features (0: unconditional).
+        outputs: what ``decode`` returns, a non-empty subset of :data:`OUTPUT_KINDS`.
+        seg_classes: P, the segmentation classes (0 without a segmentation output).
+    """
+
+    latent_shape: tuple[int, ...]
+    cond_dim: int
+    outputs: frozenset[str]
+    seg_classes: int
+
+    @property
+    def latent_dim(self) -> int:
+        """K = prod(latent_shape), the number of latent units."""
+        return math.prod(self.latent_shape)
+
+
 #: Members of :class:`LatentModel`, in the order :func:`check_model` reports them.
 MEMBERS = (
     "encode",
@@ -161,22 +187,22 @@ def check_model(model: object) -> LatentModel:
     return model
 
 
-def has_image_output(model: LatentModel) -> bool:
+def has_image_output(model: LatentModel | Capabilities) -> bool:
     """True when ``decode`` returns an image (replaces ``kind != "segvae"`` and
     ``seg_recon_image`` tests)."""
     return IMAGE in model.outputs
 
 
-def has_seg_output(model: LatentModel) -> bool:
+def has_seg_output(model: LatentModel | Capabilities) -> bool:
     """True when ``decode`` returns segmentation logits (replaces ``kind == "segvae"``)."""
     return SEGMENTATION in model.outputs
 
 
-def is_conditional(model: LatentModel) -> bool:
+def is_conditional(model: LatentModel | Capabilities) -> bool:
     """True when the model needs a condition (replaces ``kind == "cvae"``)."""
     return model.cond_dim > 0
 
 
-def is_spatial(model: LatentModel) -> bool:
+def is_spatial(model: LatentModel | Capabilities) -> bool:
     """True for a spatial latent (C, h, w) (replaces ``bottleneck == "spatial"``)."""
     return len(model.latent_shape) == 3

@@ -1,11 +1,18 @@
-"""Build a model from its config: ``build_model(cfg) -> GenerativeModel``."""
+"""Build a model from its config: ``build_model(cfg) -> GenerativeModel``; and what it will
+be able to do, ``capabilities_of(cfg) -> Capabilities``, without building it.
+
+This is where a model kind (``ModelConfig.kind``) turns into a class and capabilities; the
+tools read the capabilities (:mod:`latentcam.models.protocol`), never the kind.
+"""
 
 from __future__ import annotations
 
 from latentcam.config import MODEL_KINDS, ModelConfig, RunConfig, validate
 from latentcam.errors import ConfigError
-from latentcam.models.base import GenerativeModel
+from latentcam.models.base import IMAGE, SEGMENTATION, GenerativeModel
+from latentcam.models.blocks import feature_sizes
 from latentcam.models.cvae import ConditionalVAE
+from latentcam.models.protocol import Capabilities
 from latentcam.models.segvae import SegVAE
 from latentcam.models.vae import VAE
 
@@ -24,10 +31,39 @@ def build_model(cfg: ModelConfig) -> GenerativeModel:
     Raises:
         ConfigError: an unknown kind or an invalid value (same checks as the config loader).
     """
+    model_class = _model_class(cfg)
+    if isinstance(cfg, ModelConfig):
+        validate(RunConfig(model=cfg))
+    return model_class(cfg)
+
+
+def _model_class(cfg: ModelConfig) -> type[VAE]:
     if cfg.kind not in MODEL_CLASSES:
         raise ConfigError(
             f"config key 'model.kind' is '{cfg.kind}'; choose one of: {', '.join(MODEL_CLASSES)}"
         )
-    if isinstance(cfg, ModelConfig):
-        validate(RunConfig(model=cfg))
-    return MODEL_CLASSES[cfg.kind](cfg)
+    return MODEL_CLASSES[cfg.kind]
+
+
+def capabilities_of(cfg: ModelConfig) -> Capabilities:
+    """The capabilities of the model ``build_model(cfg)`` builds (equal to the built model's
+    ``latent_shape``, ``cond_dim`` and ``outputs``), computed from the config alone.
+
+    Raises:
+        ConfigError: an unknown kind.
+    """
+    _model_class(cfg)  # an unknown kind fails here
+    if cfg.bottleneck == "spatial":
+        side = feature_sizes(cfg.image_size, cfg.num_layers, cfg.min_feature_size)[-1]
+        latent_shape: tuple[int, ...] = (cfg.latent_dim, side, side)
+    else:
+        latent_shape = (cfg.latent_dim,)
+    segmentation = cfg.kind == "segvae"
+    image = not segmentation or cfg.seg_recon_image  # a SegVAE decodes an image on request
+    outputs = {name for name, on in ((IMAGE, image), (SEGMENTATION, segmentation)) if on}
+    return Capabilities(
+        latent_shape=latent_shape,
+        cond_dim=cfg.cond_dim if cfg.kind == "cvae" else 0,
+        outputs=frozenset(outputs),
+        seg_classes=cfg.seg_classes if segmentation else 0,
+    )

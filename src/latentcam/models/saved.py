@@ -22,7 +22,7 @@ How the architecture is rebuilt, by ``library``:
   you would run it.
 
 :func:`load_adapted` rebuilds the adapter, checks that it has the recorded latent shape and
-loads the weights strictly; :func:`latentcam.training.checkpoint.load_run` reads such a
+loads the weights strictly; :func:`latentcam.checkpoint.load_run` reads such a
 folder like any run.
 """
 

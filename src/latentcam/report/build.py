@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from latentcam import plots
+from latentcam.checkpoint import LoadedRun, load_run
 from latentcam.concepts import evaluation_directions
 from latentcam.data.classes import ATTRIBUTE_IDS, PART_NAMES
 from latentcam.errors import InputError
@@ -31,6 +33,7 @@ from latentcam.explain.layers import FUSION, SCORE_KEYS, ComparisonRow, fused_ca
 from latentcam.explain.metrics import rank_correlation
 from latentcam.explain.targets import SegClass
 from latentcam.explain.traversal import effect_maps, save_traversal, traverse
+from latentcam.figures import figure_png_bytes, overlay, panel_grid, to_uint8_hwc
 from latentcam.generate import colorize_labels
 from latentcam.io import (
     ensure_dir,
@@ -39,13 +42,11 @@ from latentcam.io import (
     replace_folder,
     write_json,
 )
+from latentcam.models.protocol import has_image_output, has_seg_output, is_conditional
 from latentcam.models.segvae import predicted_labels
-from latentcam.report import plots
 from latentcam.report.directions import directions_section
-from latentcam.report.figures import figure_png_bytes, overlay, panel_grid, to_uint8_hwc
 from latentcam.report.html import Report
 from latentcam.runs import RunData, check_run_output, open_run_data
-from latentcam.training.checkpoint import LoadedRun, load_run
 
 log = logging.getLogger(__name__)
 
@@ -200,14 +201,14 @@ def _write_report(
     )
     _overview(report, batch, metrics)
     top = metrics["ranking"]["by_kl"][: min(8, K)]
-    if cfg.model.kind != "segvae" or cfg.model.seg_recon_image:
+    if has_image_output(model):
         _fig9(report, show, method)
     _fig13(report, show, top, method)
-    if cfg.model.kind in ("vae", "cvae") or cfg.model.seg_recon_image:
+    if has_image_output(model):
         _fig10(report, show, top[:3], out, method)
-    if cfg.model.kind == "cvae":
+    if is_conditional(model):
         _fig11(report, show)
-    if cfg.model.kind == "segvae":
+    if has_seg_output(model):
         _fig7(report, show)
     _metrics_sections(report, metrics, out)
     _where_it_acts(report, show, metrics)

@@ -25,14 +25,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from latentcam import plots
 from latentcam.data.classes import ATTRIBUTE_IDS, ATTRIBUTE_NAMES
 from latentcam.explain.cam import normalise, upsample
 from latentcam.explain.directions import Direction, DirectionSet, part_ids, unit_direction
 from latentcam.explain.layers import FUSION, CamBank
 from latentcam.explain.traversal import effect_maps, traverse_directions
+from latentcam.figures import colorize, figure_png_bytes, overlay, to_uint8_hwc
 from latentcam.generate import as_pictures
-from latentcam.report import plots
-from latentcam.report.figures import colorize, figure_png_bytes, overlay, to_uint8_hwc
 from latentcam.report.html import Report, Section
 from latentcam.runs import RunData
 

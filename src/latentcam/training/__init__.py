@@ -1,10 +1,8 @@
-"""Training: losses (pure functions), the LightningModule, the data module, ``train()`` and
-self-describing checkpoints.
+"""Training: losses (pure functions), the LightningModule, the data module and ``train()``.
 
 - :func:`latentcam.training.train.train`: one run, from a config to a run folder.
-- :func:`latentcam.training.checkpoint.load_model` / ``load_run``: a trained model from a
-  ``.ckpt`` or a run folder, with nothing else (``latentcam.load_model`` for short).
+- Its checkpoints describe themselves and are read back below this package, by
+  :func:`latentcam.checkpoint.load_model` / ``load_run`` (torch only, no Lightning).
 
-This package imports nothing itself, so that ``latentcam.training.checkpoint`` (torch only)
-loads without Lightning.
+This package imports nothing itself.
 """

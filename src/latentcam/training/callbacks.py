@@ -24,9 +24,9 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import WeightAveraging
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
+from latentcam.checkpoint import nonfinite_entries
 from latentcam.errors import TrainingDivergedError
 from latentcam.io import atomic_path
-from latentcam.training.checkpoint import nonfinite_entries
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

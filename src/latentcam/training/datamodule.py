@@ -23,7 +23,6 @@ import logging
 import math
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -34,53 +33,40 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from latentcam.config import RunConfig
 from latentcam.data.augment import flip_lr
 from latentcam.data.classes import NUM_CLASSES
-from latentcam.data.dataset import FaceData, FaceDataset, load_face_data
+from latentcam.data.dataset import FaceData, FaceDataset
 from latentcam.errors import DataError
+from latentcam.models.protocol import has_seg_output, is_conditional
+from latentcam.models.registry import capabilities_of
+from latentcam.runs import open_data
 from latentcam.training.module import seg_target_is_binary
 
 log = logging.getLogger(__name__)
 
 
-def open_data(cfg: RunConfig, path: str | Path | None = None, progress: bool = True) -> FaceData:
-    """The dataset of a run, at the model's image size, with the run's split settings.
-
-    Args:
-        cfg: the run config (``data.*``, ``model.image_size``, ``train.seed``).
-        path: a dataset path instead of ``cfg.data.path`` (e.g. ``reconstruct --data``).
-    """
-    dcfg = cfg.data
-    return load_face_data(
-        dcfg.path if path is None else path,
-        cfg.model.image_size,
-        cache_dir=dcfg.cache_dir or None,
-        seed=cfg.train.seed,
-        val_fraction=dcfg.val_fraction,
-        test_fraction=dcfg.test_fraction,
-        synth_n=dcfg.synth_n,
-        synth_seed=dcfg.synth_seed,
-        skip_bad=dcfg.skip_bad,
-        progress=progress,
-    )
-
-
 def check_labels(cfg: RunConfig, data: FaceData) -> None:
-    """Raise :class:`DataError` when the data lacks what the model kind learns from."""
-    kind = cfg.model.kind
-    if kind == "cvae" and data.attrs is None:
+    """Raise :class:`DataError` when the data lacks what the model learns from."""
+    caps = capabilities_of(cfg.model)
+    if is_conditional(caps) and data.attrs is None:
         raise DataError(
             f"a cvae is conditioned on the 40 CelebA attributes, but {data.root} "
             f"({data.layout} layout) has no attribute file; use data with attributes "
             "(CelebA, CelebAMask-HQ, synth) or --model vae"
         )
-    if kind == "segvae" and data.parts is None:
+    if has_seg_output(caps) and data.parts is None:
         raise DataError(
             f"a segvae learns face-part masks, but {data.root} ({data.layout} layout) has "
             "none; use data with masks (CelebAMask-HQ, paired folders, synth)"
         )
 
 
-#: Batch keys each model kind needs (others are not copied).
-_KEYS = {"vae": ("image",), "cvae": ("image", "attrs"), "segvae": ("image", "parts")}
+def batch_keys(cfg: RunConfig) -> tuple[str, ...]:
+    """The batch fields the model of ``cfg`` learns from (others are not copied)."""
+    caps = capabilities_of(cfg.model)
+    return (
+        "image",
+        *(("attrs",) if is_conditional(caps) else ()),
+        *(("parts",) if has_seg_output(caps) else ()),
+    )
 
 
 class ShardedBatches(Sampler[np.ndarray]):
@@ -242,7 +228,7 @@ class FaceDataModule(pl.LightningDataModule):
             self.data = open_data(self.cfg, progress=False)
         data, cfg = self.data, self.cfg
         check_labels(cfg, data)
-        binary = cfg.model.kind == "segvae" and seg_target_is_binary(cfg)
+        binary = has_seg_output(capabilities_of(cfg.model)) and seg_target_is_binary(cfg)
         self.train_set = FaceDataset(data, "train", binary_mask=binary, limit=cfg.data.limit)
         self.val_set = FaceDataset(data, "val", binary_mask=binary, limit=cfg.data.limit)
         if len(self.train_set) == 0 or len(self.val_set) == 0:
@@ -292,7 +278,7 @@ class FaceDataModule(pl.LightningDataModule):
         per_node = trainer.num_devices if trainer is not None else 1
         workers = loader_workers(self.cfg.data.num_workers, on_gpu, per_node)
         return ResumableLoader(
-            _Batches(dataset, _KEYS[self.cfg.model.kind]),
+            _Batches(dataset, batch_keys(self.cfg)),
             batch_size=None,  # the sampler yields whole batches
             sampler=sampler,
             num_workers=workers,

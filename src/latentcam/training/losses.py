@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from latentcam.errors import ConfigError, InputError
+from latentcam.models.base import posterior_kl
 
 #: Names accepted by :func:`seg_loss` (TrainConfig.seg_loss).
 SEG_LOSSES = ("bce_jaccard", "jaccard", "dice", "ce", "ce_dice", "lovasz", "ce_lovasz")
@@ -105,8 +106,7 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor, reduction: str = "sum"
             f"kl_divergence: mu {tuple(mu.shape)} and logvar {tuple(logvar.shape)} must both "
             "be (B, K)"
         )
-    mu, logvar = mu.float(), logvar.float()
-    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)  # (B, K)
+    kl = posterior_kl(mu, logvar)  # (B, K)
     if reduction == "none":
         return kl
     if reduction == "sample":
@@ -118,15 +118,6 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor, reduction: str = "sum"
     raise InputError(
         f"kl_divergence: reduction '{reduction}' is unknown; choose sum, sample, none or mean"
     )
-
-
-def kl_per_unit(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL of each latent unit, averaged over the batch: (K,) float32, nats.
-
-    A unit whose mean KL stays near 0 is inactive (posterior collapse; Burda et al. 2016
-    count "active units" by a threshold on it).
-    """
-    return kl_divergence(mu, logvar, reduction="none").mean(0)
 
 
 def kl_weight(step: int, beta: float, warmup_steps: int) -> float:

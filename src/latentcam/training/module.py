@@ -42,15 +42,16 @@ from torchmetrics import MeanMetric, MeanSquaredError, Metric, MetricCollection
 from torchmetrics.classification import BinaryJaccardIndex, MulticlassJaccardIndex
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
+from latentcam.checkpoint import CHECKPOINT_KEY, checkpoint_payload
 from latentcam.config import RunConfig
 from latentcam.data.classes import PART_NAMES
 from latentcam.errors import ConfigError, InputError
-from latentcam.models.base import VAEOutput
-from latentcam.models.registry import build_model
+from latentcam.models.base import VAEOutput, resolve_layer
+from latentcam.models.protocol import has_image_output, has_seg_output, is_conditional
+from latentcam.models.registry import build_model, capabilities_of
 from latentcam.models.segvae import predicted_labels
 from latentcam.training import losses
 from latentcam.training.callbacks import TrainingDivergedError
-from latentcam.training.checkpoint import CHECKPOINT_KEY, checkpoint_payload
 
 #: A latent unit is "active" when its KL, averaged over the validation images, exceeds
 #: this many nats (the threshold Burda et al. 2016 put on their activity statistic).
@@ -73,7 +74,7 @@ def seg_target_is_binary(cfg: RunConfig) -> bool:
         ConfigError: ``data.target = binary`` with ``model.seg_classes = 19``.
     """
     binary = cfg.model.seg_classes == 1
-    if cfg.model.kind == "segvae" and cfg.data.target == "binary" and not binary:
+    if has_seg_output(capabilities_of(cfg.model)) and cfg.data.target == "binary" and not binary:
         raise ConfigError(
             "config key 'data.target' is 'binary' but model.seg_classes is "
             f"{cfg.model.seg_classes}; set model.seg_classes=1 for the binary mask, or "
@@ -140,9 +141,9 @@ class LatentcamModule(pl.LightningModule):
         self.cfg = cfg
         self.attr_means = attr_means
         self.model = build_model(cfg.model)
-        self.kind = cfg.model.kind
+        self.kind = cfg.model.kind  # chooses the loss (loss_terms), nothing else
         self.binary_target = seg_target_is_binary(cfg)
-        self.has_image = self.kind != "segvae" or cfg.model.seg_recon_image
+        self.has_image = has_image_output(self.model)
         num_units = self.model.latent_dim  # width of mu (K * s * s for a spatial latent)
 
         self.val_loss = MeanMetric()
@@ -161,7 +162,7 @@ class LatentcamModule(pl.LightningModule):
         self.class_names: tuple[str, ...] = ()
         self.val_iou: MulticlassJaccardIndex | None = None
         self.val_iou_binary: BinaryJaccardIndex | None = None
-        if self.kind == "segvae":
+        if has_seg_output(self.model):
             self.class_names = BINARY_CLASS_NAMES if self.binary_target else PART_NAMES
             self.val_iou = MulticlassJaccardIndex(
                 num_classes=len(self.class_names), average="none", zero_division=math.nan
@@ -182,8 +183,6 @@ class LatentcamModule(pl.LightningModule):
 
     def _hook_attention_layer(self, name: str) -> str:
         """Hook the layer whose maps the attention term penalises; returns its name."""
-        from latentcam.explain.cam import resolve_layer
-
         try:
             layer_name, layer = resolve_layer(self.model, name or None)
         except InputError as err:
@@ -210,7 +209,7 @@ class LatentcamModule(pl.LightningModule):
     # -- objective ---------------------------------------------------------------------
 
     def forward(self, batch: dict[str, torch.Tensor]) -> VAEOutput:
-        cond = batch["attrs"] if self.kind == "cvae" else None
+        cond = batch["attrs"] if is_conditional(self.model) else None
         return self.model(batch["image"], cond)
 
     def loss_terms(self, batch: dict[str, torch.Tensor], out: VAEOutput, kl_w: float) -> LossTerms:
@@ -279,7 +278,7 @@ class LatentcamModule(pl.LightningModule):
         self.log("train/kl", terms.kl, batch_size=batch_size)
         if self.has_image:
             self.log("train/recon", terms.recon, batch_size=batch_size)
-        if self.kind == "segvae":
+        if has_seg_output(self.model):
             self.log("train/seg", terms.seg, batch_size=batch_size)
         self.log("train/kl_weight", kl_w, batch_size=batch_size)
         return total

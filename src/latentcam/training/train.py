@@ -43,6 +43,12 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger
 
+from latentcam.checkpoint import (
+    check_finite_weights,
+    config_of,
+    read_checkpoint,
+    resolve_resume,
+)
 from latentcam.config import RunConfig, to_dict, to_yaml
 from latentcam.errors import CheckpointError, ConfigError, InputError
 from latentcam.io import atomic_write, check_output, ensure_dir, write_json, writing
@@ -50,12 +56,6 @@ from latentcam.training.callbacks import (
     AtomicCheckpointIO,
     StopAtMaxSteps,
     WarmupEMAWeightAveraging,
-)
-from latentcam.training.checkpoint import (
-    check_finite_weights,
-    config_of,
-    read_checkpoint,
-    resolve_resume,
 )
 from latentcam.training.datamodule import FaceDataModule
 from latentcam.training.module import ACTIVE_KL_THRESHOLD, LatentcamModule, seg_target_is_binary

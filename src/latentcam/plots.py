@@ -1,7 +1,7 @@
 """Metric plots for the report: unit ranking, unit x part table, sanity curve, layer comparison.
 
 Each function takes plain numbers (the dict written by :func:`latentcam.evaluate.evaluate`)
-and returns a matplotlib Figure; :func:`latentcam.report.figures.save_figure` writes it.
+and returns a matplotlib Figure; :func:`latentcam.figures.save_figure` writes it.
 """
 
 from __future__ import annotations

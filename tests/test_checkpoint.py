@@ -13,20 +13,20 @@ import pytest
 import torch
 
 import latentcam
-from latentcam.config import load_config
-from latentcam.errors import CheckpointError, InputError, OutputError
-from latentcam.models.registry import build_model
-from latentcam.training.callbacks import AtomicCheckpointIO, TrainingDivergedError
-from latentcam.training.checkpoint import (
+from latentcam.checkpoint import (
     CHECKPOINT_KEY,
     check_image_size,
     load_model,
     load_run,
     resolve_checkpoint,
 )
+from latentcam.config import load_config
+from latentcam.errors import CheckpointError, InputError, OutputError
+from latentcam.models.registry import build_model
+from latentcam.training.callbacks import AtomicCheckpointIO, TrainingDivergedError
 from latentcam.training.train import TrainResult, train
 
-TINY = Path(__file__).resolve().parents[2] / "src" / "latentcam" / "configs" / "tiny.yaml"
+TINY = Path(__file__).resolve().parents[1] / "src" / "latentcam" / "configs" / "tiny.yaml"
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,8 @@ import torch
 from latentcam.config import DataConfig, ModelConfig, RunConfig, load_config, to_dict
 from latentcam.errors import CheckpointError, ConfigError, InputError
 from latentcam.models.base import GenerativeModel
-from latentcam.models.saved import state_diff
+from latentcam.models.registry import build_model
+from latentcam.models.saved import is_adapter_run, legacy_kind, load_adapted, read_spec, state_diff
 
 log = logging.getLogger(__name__)
 
@@ -227,9 +228,6 @@ def load_run(path: str | Path, map_location: Any = "cpu", kind: str | None = Non
         CheckpointError: missing, corrupt or foreign file; wrong model kind; weights that do
             not fit the model the config describes, or that hold NaN or Inf.
     """
-    from latentcam.models.registry import build_model
-    from latentcam.models.saved import is_adapter_run
-
     if is_adapter_run(path):
         return _load_adapter_run(Path(path), map_location, kind)
     checkpoint = read_checkpoint(path, map_location=map_location)
@@ -272,7 +270,6 @@ def _load_adapter_run(path: Path, map_location: Any, kind: str | None) -> Loaded
     with the model's image size, latent width and condition, the data it expects, and the
     kind the tools that still compare kind strings should treat it as
     (:func:`latentcam.models.saved.legacy_kind`)."""
-    from latentcam.models.saved import legacy_kind, load_adapted, read_spec
 
     model = load_adapted(path, map_location=map_location)
     model_kind = legacy_kind(model)

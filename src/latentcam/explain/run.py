@@ -144,6 +144,7 @@ def explain_run(
     """
     from latentcam.explain.hooks import eval_mode
     from latentcam.explain.layers import FUSION, CamBank, choose_layer, parse_layers
+    from latentcam.explain.metrics import RANKING_IMAGES, units_by_kl
     from latentcam.generate import as_pictures
     from latentcam.io import write_json
     from latentcam.training.losses import kl_per_unit
@@ -212,7 +213,12 @@ def explain_run(
         saved_units, shown = chosen, chosen
     else:
         saved_units = list(range(num_units))
-        shown = torch.argsort(kl, descending=True)[: min(top, num_units)].tolist()
+        ranked = (mu, logvar)
+        if count < RANKING_IMAGES:  # rank on the images the report and the app rank on
+            more = open_run_data(loaded, data, n=RANKING_IMAGES, split=split, progress=False)
+            with eval_mode(model), torch.no_grad():
+                ranked = model.encode(more.images, more.cond)
+        shown = units_by_kl(*ranked)[: min(top, num_units)]
     # all K units at once (Liu's averaged map needs them all; it costs one pass per layer)
     bank = CamBank(model, batch.images, batch.cond)
     all_maps = {

@@ -17,6 +17,7 @@ from typing import Any
 from latentcam.config import RunConfig, load_config
 from latentcam.io import check_output, ensure_dir
 from latentcam.report.html import Report
+from latentcam.report.trust import merge_glances, read_glance
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,11 @@ def run_demo(
         subtitle=f"synthetic faces, 64 px, {n_images} images; finished in "
         f"{(time.perf_counter() - started) / 60:.1f} min",
     )
+    looks = {r["run"]: read_glance(Path(r["report"]).parent) for r in summary}
+    index.glance = merge_glances(looks)  # what each report's own box says, run by run
+    index.banner = index.glance.banner
+    for r in summary:
+        r["what to trust"] = looks[r["run"]].headline
     sec = index.section("Runs")
     sec.text(
         "Three models trained briefly on the built-in synthetic faces. Each report reproduces the "

@@ -161,8 +161,8 @@ def test_score_rows_pair_each_direction_with_its_unit() -> None:
     assert rows[0]["pointing game"] == 0.5 and rows[1]["pointing game"] == 0.1
     assert rows[0]["AUROC"] == 0.9 and rows[1]["AUROC"] == 0.6
     # the verdicts come from the numbers (latentcam.report.verdicts), not the stored text
-    assert rows[0]["verdict"] == "2.5× chance"
-    assert rows[1]["verdict"] == "at chance"
+    assert rows[0]["verdict"].text == "2.5× chance" and rows[0]["verdict"].level == "above"
+    assert rows[1]["verdict"].text == "at chance"
 
 
 def _batch(runs: dict[str, Path], kind: str, n: int = 8) -> RunData:

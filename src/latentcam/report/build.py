@@ -30,7 +30,12 @@ from latentcam.explain.decoder import decoder_maps
 from latentcam.explain.layers import FUSION, SCORE_KEYS, ComparisonRow, fused_cams, pick_best
 from latentcam.explain.metrics import rank_correlation
 from latentcam.explain.targets import SegClass
-from latentcam.explain.traversal import effect_maps, save_traversal, traverse
+from latentcam.explain.traversal import (
+    attribute_traversal,
+    effect_maps,
+    save_traversal,
+    traverse,
+)
 from latentcam.generate import colorize_labels
 from latentcam.io import (
     ensure_dir,
@@ -51,8 +56,9 @@ from latentcam.report.trust import (
     mean_image_psnr,
     prior_mask_iou,
     undertrained,
+    write_glance,
 )
-from latentcam.report.verdicts import HEATMAP_AT_CHANCE, correlation_verdict, verdict
+from latentcam.report.verdicts import HEATMAP_AT_CHANCE, Verdict, correlation_verdict, verdict
 from latentcam.runs import RunData, check_run_output, open_run_data
 from latentcam.training.checkpoint import LoadedRun, load_run
 
@@ -65,6 +71,15 @@ REPORT_MARKER = ".latentcam-report"
 #: page's content is about 1150 px wide): charts are drawn at the size they are shown.
 DPI = 110
 MAX_WIDTH = 1140
+#: Readable column names of the layer x method table (metrics keys -> header).
+COLUMN_NAMES = {
+    "energy_in_part": "energy in part",
+    "pointing_game": "pointing game",
+    "chance": "chance (area)",
+    "spearman_cam_effect": "ρ map, effect",
+    "top10_iou_cam_effect": "top-10% IoU map, effect",
+    "spearman_cam_decoder": "ρ map, decoder",
+}
 #: CVAE edits shown in the report (the paper's Figs. 11-12 use CelebA attributes).
 EDIT_ATTRIBUTES = ("Smiling", "Eyeglasses", "Wearing_Hat", "Mouth_Slightly_Open", "Bangs", "Male")
 
@@ -219,6 +234,7 @@ def _write_report(
     facts = run_facts(batch, metrics)
     report.banner = undertrained(facts)
     report.glance = glance(facts, metrics, layer, method)
+    write_glance(report.glance, out)
     _overview(report, batch, metrics, facts)
     top = metrics["ranking"]["by_kl"][: min(8, K)]  # latentcam.explain.metrics.units_by_kl
     if cfg.model.kind != "segvae" or cfg.model.seg_recon_image:
@@ -227,7 +243,7 @@ def _write_report(
     if cfg.model.kind in ("vae", "cvae") or cfg.model.seg_recon_image:
         _fig10(report, show, top[:3], out, layer, method)
     if cfg.model.kind == "cvae":
-        _fig11(report, show)
+        _fig11(report, show, out, str(model.explain_layer) if layer == FUSION else layer)
     if cfg.model.kind == "segvae":
         _fig7(report, show)
     _metrics_sections(report, metrics, out, facts)
@@ -418,11 +434,11 @@ def _fig10(
         )
         saved = save_traversal(trav, out / "traverse" / mode)
         for strip, gif in zip(saved.strips, saved.gifs, strict=True):
-            sec.figure(strip, f"{mode} steps: {strip.stem.replace('_', ' ')}")
-            sec.figure(gif, f"{mode} steps, animated (image | map | effect)")
+            sec.figure(strip, f"{mode} steps: {strip.stem.replace('_', ' ')}", native=True)
+            sec.figure(gif, f"{mode} steps, animated (image | map | effect)", native=True)
 
 
-def _fig11(report: Report, b: RunData) -> None:
+def _fig11(report: Report, b: RunData, out: Path, layer: str) -> None:
     model = b.run.model
     assert b.cond is not None
     attrs = [a for a in EDIT_ATTRIBUTES if a in ATTRIBUTE_IDS]
@@ -446,6 +462,17 @@ def _fig11(report: Report, b: RunData) -> None:
         "Each column decodes the same mu with one attribute of the condition flipped (0 <-> 1)."
     )
     sec.figure(_png(fig))
+    sec.text(
+        "Attribute traversals: the condition's attribute set to 0 ... 1 on the first face. Rows: "
+        "the decoded image, the averaged Grad-CAM of the decoded image re-encoded, and "
+        "|decoded - decoded with its own condition| with its scale on the left."
+    )
+    trav = attribute_traversal(
+        model, b.images[:1], b.cond[:1], [ATTRIBUTE_IDS[a] for a in attrs[:3]], layer=layer
+    )
+    saved = save_traversal(trav, out / "traverse" / "attributes")
+    for name, strip in zip(attrs[:3], saved.strips, strict=True):
+        sec.figure(strip, f"{name} from 0 to 1 ({strip.name})", native=True)
 
 
 def _fig7(report: Report, b: RunData) -> None:
@@ -756,11 +783,9 @@ def _where_it_acts(report: Report, b: RunData, m: dict[str, Any]) -> None:
             "map": "fused" if r["layer"] == FUSION else "x".join(map(str, r["map_size"])),
             "paper's": "yes" if r["layer"] == paper else "",
             "shown": "yes" if (r["layer"], r["method"]) == (layer, best_method) else "",
-            **{k: r[k] for k in SCORE_KEYS},
-            "pointing vs chance": verdict(r.get("pointing_game"), r.get("chance"))._replace(
-                text=verdict(r.get("pointing_game"), r.get("chance")).short
-            ),
-            "map vs effect": correlation_verdict(r.get("spearman_cam_effect")),
+            **{COLUMN_NAMES.get(k, k): r[k] for k in SCORE_KEYS},
+            "pointing vs chance": _short(verdict(r.get("pointing_game"), r.get("chance"))),
+            "map vs effect": _short(correlation_verdict(r.get("spearman_cam_effect"))),
         }
         for r in loc["comparison"]
     ]
@@ -771,7 +796,15 @@ def _where_it_acts(report: Report, b: RunData, m: dict[str, Any]) -> None:
         "(Wang et al. 2020), pointing game (Zhang et al. 2016) and its chance level (the "
         "region's area), Spearman and top-10% IoU with the effect map, Spearman with the "
         "decoder gradient map.",
-        heat=["energy_in_part", "pointing_game", "spearman_cam_effect", "spearman_cam_decoder"],
+        heat=[
+            COLUMN_NAMES[k]
+            for k in (
+                "energy_in_part",
+                "pointing_game",
+                "spearman_cam_effect",
+                "spearman_cam_decoder",
+            )
+        ],
     )
     if len(loc["comparison"]) > 1:
         sec.figure(_png(plots.layer_method_comparison(loc["comparison"], paper)))
@@ -823,11 +856,16 @@ def unit_rows(per_unit: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in per_unit:
         row = dict(r)
         if "pointing_game" in r:
-            row["verdict"] = verdict(r.get("pointing_game"), r.get("chance"))
+            row["verdict"] = _short(verdict(r.get("pointing_game"), r.get("chance")))
         if "spearman_cam_effect" in r:
-            row["map vs effect"] = correlation_verdict(r.get("spearman_cam_effect"))
+            row["map vs effect"] = _short(correlation_verdict(r.get("spearman_cam_effect")))
         rows.append(row)
     return rows
+
+
+def _short(judged: Verdict) -> Verdict:
+    """The verdict with its first clause only, for a table cell ("at chance")."""
+    return judged._replace(text=judged.short)
 
 
 def _fmt(value: float | None) -> str:

@@ -298,7 +298,8 @@ def score_rows(
 
 def _scores(scores: Mapping[str, Any]) -> dict[str, Any]:
     row = {column: scores.get(key) for key, column in SCORE_COLUMNS}
-    row["verdict"] = pointing_verdict(scores).short
+    judged = pointing_verdict(scores)
+    row["verdict"] = judged._replace(text=judged.short)  # a Verdict: the cell is coloured
     return row
 
 

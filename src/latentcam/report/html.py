@@ -35,9 +35,9 @@ class Figure:
     src: str  # data URI
     caption: str
     width: int | None = None  # display width in CSS pixels (None = natural, capped by the page)
-    pixelated: bool = (
-        False  # pixel art (faces, heatmaps) keeps hard pixels when scaled; charts never
-    )
+    # pixel art (faces, heatmaps) keeps hard pixels when the page enlarges it; charts never
+    pixelated: bool = False
+    native: bool = False  # shown at its own width (the page scrolls sideways), never shrunk
 
 
 @dataclass
@@ -76,11 +76,13 @@ class Section:
         caption: str = "",
         width: int | None = None,
         pixelated: bool = False,
+        native: bool = False,
     ) -> Section:
         """Add an image: a PNG/GIF/JPEG path, encoded bytes, or a uint8 (H, W[, 3]) array.
         Charts are drawn at the size they are shown (``width`` None: natural width);
-        ``pixelated`` only for pixel art that the page may enlarge."""
-        self.blocks.append(("figure", Figure(data_uri(image), caption, width, pixelated)))
+        ``pixelated`` only for pixel art that the page may enlarge; ``native`` for images
+        that must keep their own width (strips with labels, GIFs)."""
+        self.blocks.append(("figure", Figure(data_uri(image), caption, width, pixelated, native)))
         return self
 
     def table(
@@ -93,7 +95,7 @@ class Section:
     ) -> Section:
         """Add a table from dicts; columns named in ``heat`` get a background shade by value;
         a :class:`~latentcam.report.verdicts.Verdict` cell shows its text, coloured by level."""
-        cols = list(columns or (rows[0].keys() if rows else []))
+        cols = list(columns or dict.fromkeys(k for r in rows for k in r))  # every row's keys
         cells = [[_fmt(r.get(c), digits) for c in cols] for r in rows]
         levels = [
             [v.level if isinstance(v := r.get(c), Verdict) else "" for c in cols] for r in rows

@@ -26,7 +26,7 @@ def unit_ranking(
     eff = np.asarray(effect, dtype=float)
     ranked = np.argsort(-kl_a, kind="stable") if order is None else np.asarray(order, dtype=int)
     shown = ranked[:top]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.28 * len(shown) + 2), 3.2))
+    fig, ax = plt.subplots(figsize=(min(10.2, max(6.0, 0.28 * len(shown) + 2)), 3.2))
     x = np.arange(len(shown))
     ax.bar(x - 0.2, kl_a[shown], 0.4, label="KL (nats)", color="#c2410c")
     ax2 = ax.twinx()
@@ -65,7 +65,7 @@ def sanity_curve(curve: Sequence[Mapping[str, Any]], threshold: float = 0.5) -> 
     """Rank correlation with the trained maps as encoder layers are randomised top-down."""
     names = ["trained"] + [str(c["layer"]) for c in curve]
     rho = [1.0] + [float(c["spearman"]) if c["spearman"] is not None else np.nan for c in curve]
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(names) + 2), 3.0))
+    fig, ax = plt.subplots(figsize=(min(10.2, max(5.0, 0.8 * len(names) + 2)), 3.2))
     ax.plot(range(len(names)), rho, "o-", color="#c2410c")
     ax.axhline(threshold, color="#888", ls="--", lw=1, label=f"pass below {threshold}")
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
@@ -131,7 +131,7 @@ def layer_method_comparison(rows: Sequence[Mapping[str, Any]], paper_layer: str)
     fusion_x = len(names)
     methods = list(dict.fromkeys(r["method"] for r in rows))
     fig, axes = plt.subplots(
-        1, len(COMPARISON_METRICS), figsize=(4.0 * len(COMPARISON_METRICS), 3.2)
+        1, len(COMPARISON_METRICS), figsize=(3.3 * len(COMPARISON_METRICS), 3.0)
     )
     for ax, (key, label) in zip(axes, COMPARISON_METRICS, strict=True):
         for method in methods:
@@ -171,7 +171,7 @@ def layer_method_comparison(rows: Sequence[Mapping[str, Any]], paper_layer: str)
         fused_too = any(r["layer"] == "fusion" for r in rows)
         ax.set_xticks(
             list(range(len(names))) + ([fusion_x] if fused_too else []),
-            [f"{n.split('.')[-1] if n.count('.') else n}\n{sizes[n]}" for n in names]
+            [f"{'.'.join(n.split('.')[-2:])}\n{sizes[n]}" for n in names]
             + (["fusion"] if fused_too else []),
             fontsize=7,
         )
@@ -204,7 +204,8 @@ def unit_part_pair(
     fig, axes = plt.subplots(
         1,
         2,
-        figsize=(2 * (0.42 * len(regions) + 1.4) + 1.6, 0.28 * len(units) + 2.6),
+        # drawn at the size it is shown (about 10 inches at the report's 110 dpi)
+        figsize=(min(10.2, 2 * (0.27 * len(regions) + 0.9) + 1.4), 0.24 * len(units) + 2.4),
         sharey=True,
         layout="constrained",  # room for the rotated labels, the titles and the colour bar
     )
@@ -213,7 +214,7 @@ def unit_part_pair(
         (axes[1], dec, "decoder side\n(|d x / d z_k|)"),
     ):
         im = ax.imshow(mat, cmap="magma", aspect="auto", vmin=0.0, vmax=vmax)
-        ax.set_xticks(range(len(regions)), list(regions), rotation=45, ha="right", fontsize=8)
+        ax.set_xticks(range(len(regions)), list(regions), rotation=60, ha="right", fontsize=8)
         ax.set_title(title, fontsize=9)
     axes[0].set_yticks(range(len(units)), [f"unit {u}" for u in units], fontsize=8)
     fig.colorbar(im, ax=list(axes), fraction=0.04, label="share of the unit's map mass")

@@ -44,8 +44,8 @@ def test_an_undertrained_run_says_so_and_shows_auto_s_layer(
         if (r["layer"], r["method"]) == (auto["layer"], auto["method"])
     )
     judged = verdict(row["pointing_game"], row["chance"])
-    assert f"against chance {row['chance']:.2f}: {judged.text}" in page
-    assert correlation_verdict(row["spearman_cam_effect"]).text in page
+    assert f"against chance {row['chance']:.2f}: <b>{judged.text}</b>" in page
+    assert f"(chance 0): <b>{correlation_verdict(row['spearman_cam_effect']).text}</b>" in page
     assert any(
         text in page
         for text in (
@@ -83,3 +83,34 @@ def test_cvae_strips_are_named_by_attribute(runs: dict[str, Path], tmp_path: Pat
     m = json.loads((out / "metrics.json").read_text())
     for scores in m.get("attribute_control", {}).get("per_attribute", {}).values():
         assert 0.0 <= scores["unedited_rate"] <= 1.0  # the flip rate's chance level
+
+
+def test_demo_index_opens_with_every_run_s_glance(tmp_path: Path) -> None:
+    from latentcam.demo import write_index
+    from latentcam.report.trust import Glance, write_glance
+
+    boxes = {
+        "vae": Glance(
+            trust=["sanity check: passes"],
+            doubt=["heatmaps at b2 (pointing game vs chance): below chance"],
+            command="latentcam train --config vae/config.yaml --max-steps 2000 --out vae-longer",
+            advice="train longer",
+            banner=["Only 20 training steps (fewer than 500): a smoke run"],
+        ),
+        "segvae": Glance(trust=["heatmaps at b1 (pointing game vs chance): 2.9× chance"]),
+    }
+    summary = []
+    for name, box in boxes.items():
+        folder = tmp_path / name / "report"
+        folder.mkdir(parents=True)
+        write_glance(box, folder)
+        summary.append({"run": name, "steps": 20, "report": folder / "index.html"})
+    page = html_lib.unescape(write_index(tmp_path, summary, "test").read_text())
+    banner, box = page.index("Undertrained"), page.index("<h2>At a glance</h2>")
+    assert banner < box < page.index("<section")
+    assert "vae: Only 20 training steps" in page
+    assert "vae: heatmaps at b2 (pointing game vs chance): below chance" in page
+    assert "segvae: heatmaps at b1 (pointing game vs chance): 2.9× chance" in page
+    assert "latentcam train --config vae/config.yaml --max-steps 2000" in page
+    assert "undertrained (1 warning)" in page and "every score beats chance" in page
+    assert 'href="vae/report/index.html"' in page

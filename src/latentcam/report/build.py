@@ -27,6 +27,7 @@ from latentcam.errors import InputError
 from latentcam.evaluate import evaluate, jsonable
 from latentcam.explain.cam import compute_cams, latent_cams, normalise, upsample
 from latentcam.explain.decoder import decoder_maps
+from latentcam.explain.hooks import eval_mode
 from latentcam.explain.layers import FUSION, SCORE_KEYS, ComparisonRow, fused_cams, pick_best
 from latentcam.explain.metrics import rank_correlation
 from latentcam.explain.targets import SegClass
@@ -369,7 +370,7 @@ def _unit_maps(
 
 def _fig9(report: Report, b: RunData, layer: str, method: str) -> None:
     model = b.run.model
-    with torch.no_grad():
+    with eval_mode(model), torch.no_grad():  # z = mu, as the maps
         output = model(b.images, b.cond)
     recon = output.recon if output.recon is not None else b.images
     maps = _unit_maps(b, b.images, b.cond, None, layer, method)
@@ -505,6 +506,10 @@ def _fig7(report: Report, b: RunData) -> None:
     sec.figure(_png(fig))
 
 
+#: The disentanglement table's verdict column.
+FACTOR_VERDICT = "lands on its part?"
+
+
 def factor_rows(
     factors: list[dict[str, Any]], layer: str | None = None, method: str | None = None
 ) -> list[dict[str, Any]]:
@@ -527,7 +532,7 @@ def factor_rows(
         for key in ("energy_in_part", "pointing_game", "chance"):
             if key in scores:
                 row[key] = scores[key]
-        row["lands on its part?"] = verdict(scores.get("pointing_game"), scores.get("chance"))
+        row[FACTOR_VERDICT] = verdict(scores.get("pointing_game"), scores.get("chance"))
         rows.append(row)
     return rows
 
@@ -593,12 +598,15 @@ def _metrics_sections(
             ),
         )
         layer, method = _shown_layer(m, m["localisation"]["paper_layer"], m["method"])
+        rows = factor_rows(d["factors"], layer, method)
+        verdict_last = [*dict.fromkeys(k for r in rows for k in r if k != FACTOR_VERDICT)]
         sec.table(
-            factor_rows(d["factors"], layer, method),
+            rows,
             "Best unit per factor (highest mutual information) and whether its heatmap lands on "
             "the part the factor moves: its pointing game against the part's area (chance), at "
             f"{layer} ({method}) where it was scored there, else at the paper's layer.",
             heat=["normalised_mi", "energy_in_part", "pointing_game"],
+            columns=[*verdict_last, FACTOR_VERDICT],
         )
     if "sanity" in m and m["sanity"]["curve"]:
         s = m["sanity"]

@@ -160,7 +160,8 @@ class Glance:
         """One cell for a table of runs: "undertrained (N warnings)", "N scores at or below
         chance" or "every score beats chance"."""
         if self.banner:
-            return f"undertrained ({len(self.banner)} warnings)"
+            n = len(self.banner)
+            return f"undertrained ({n} warning{'' if n == 1 else 's'})"
         if self.doubt:
             return f"{len(self.doubt)} scores at or below chance"
         return "every score beats chance"

@@ -82,11 +82,17 @@ def test_glance_sorts_the_scores_into_trust_and_doubt() -> None:
         "ranking": {"attribute_auroc": {"Smiling": 0.255, "Eyeglasses": 0.9}},
     }  # fmt: skip
     cmd = longer_command("runs/vae/config.yaml", "runs/vae-longer", 20)
-    assert cmd == "latentcam train --config runs/vae/config.yaml --max-steps 2000 --out runs/vae-longer"
+    assert (
+        cmd
+        == "latentcam train --config runs/vae/config.yaml --max-steps 2000 --out runs/vae-longer"
+    )
     facts = RunFacts(kind="vae", steps=20, psnr=15.0, mean_psnr=14.0, command=cmd)
     box = glance(facts, metrics, "b2", "gradcam")
     assert "heatmaps at b2 (pointing game vs chance): below chance" in box.doubt
-    assert "heatmap vs where the unit acts (Spearman): anti-correlated: high where the unit does not act" in box.doubt
+    assert (
+        "heatmap vs where the unit acts (Spearman): anti-correlated: high where the unit does not act"
+        in box.doubt
+    )
     assert "held-out AUROC below 0.5 (the sign is flipped) for Smiling" in box.doubt
     assert any(d.startswith("reconstructions: validation PSNR 15.0 dB") for d in box.doubt)
     assert any(t.startswith("sanity check") for t in box.trust)

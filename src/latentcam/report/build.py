@@ -832,6 +832,7 @@ def _where_it_acts(report: Report, b: RunData, m: dict[str, Any]) -> None:
             "Share of each unit's map mass per face region, from the encoder (Grad-CAM) and "
             "from the decoder (gradient of the output); matrix agreement (Pearson over all "
             f"active units) {_fmt(agreement)}, {_fmt(dec.get('matrix_agreement_centred'))} "
+            f"({correlation_verdict(dec.get('matrix_agreement_centred')).short}) "
             "after removing each region's mean share (the part sizes, which alone make any two "
             "such matrices correlate); mean per-unit "
             f"Spearman(Grad-CAM, decoder map) {_fmt(dec['spearman_cam_decoder_mean'])}.",

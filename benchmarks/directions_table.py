@@ -8,9 +8,11 @@ validation faces at every encoder block x (gradcam, layercam, hirescam)
 attribute scored the same way, and print one markdown row per direction:
 
 - the direction's held-out AUROC (R^2 for a factor) and the best unit's;
+- the faces scored: those that show the concept (label 1; a factor in its upper half) and
+  have the part, or with ``--all-faces`` every face with the part;
 - the layer and method chosen by the ``auto`` rule, the pointing game there, the strongest of
   its three baselines (the part's area share, a random cell of the layer's grid, 8 random
-  directions) and the ratio;
+  directions), the ratio to it, and the ratio to the area share alone;
 - the energy in the part, and the best unit's pointing game and energy at the same layer and
   method (and at the unit's own best).
 
@@ -49,8 +51,8 @@ def rows(section: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 def markdown(section: dict[str, Any]) -> list[str]:
     lines = [
         "| direction | AUROC dir / unit (factor: R² dir / r unit) | faces | best layer, method | pointing | baseline "
-        "| ratio | energy | unit pointing | unit energy | unit's own best pointing |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| ratio | x area share | energy | unit pointing | unit energy | unit's own best pointing |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for label, e in rows(section):
         best, unit = e["best"], e.get("unit", {})
@@ -62,7 +64,7 @@ def markdown(section: dict[str, Any]) -> list[str]:
             f"| {label} | {quality:.3f} / {unit_quality if unit_quality is None else f'{unit_quality:.3f}'} "
             f"| {e['faces']} | {best['layer'].replace('encoder.', '')} {best['method']} "
             f"| {best['pointing_game']:.3f} | {base:.3f} | {best['pointing_game'] / base:.1f}x "
-            f"| {best['energy_in_part']:.3f} | {unit.get('pointing_game', float('nan')):.3f} "
+            f"| {best['pointing_game'] / best['chance']:.1f}x | {best['energy_in_part']:.3f} | {unit.get('pointing_game', float('nan')):.3f} "
             f"| {unit.get('energy_in_part', float('nan')):.3f} | {own:.3f} |"
         )
     return lines
@@ -75,6 +77,11 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=128, help="validation faces scored")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--out", help="write the directions section as JSON here")
+    parser.add_argument(
+        "--all-faces",
+        action="store_true",
+        help="score every face with the part, not only the faces that show the concept",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     batch = open_run_data(args.run, args.data, n=args.images, progress=False)
@@ -86,7 +93,16 @@ def main() -> None:
     )
     found_at = time.perf_counter()
     section = directions_report(
-        batch.run, batch.images, batch.cond, batch.parts, found, progress=False
+        batch.run,
+        batch.images,
+        batch.cond,
+        batch.parts,
+        found,
+        progress=False,
+        attrs=batch.attrs,
+        factors=batch.factors,
+        factor_names=batch.factor_names,
+        concept_faces=not args.all_faces,
     )
     done = time.perf_counter()
     if args.out:

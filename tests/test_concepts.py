@@ -12,6 +12,7 @@ import torch
 
 from latentcam.cli import main
 from latentcam.concepts import evaluation_directions, find_directions
+from latentcam.data.classes import ATTRIBUTE_NAMES
 from latentcam.evaluate import evaluate, jsonable
 from latentcam.explain import metrics as M
 from latentcam.explain.cam import compute_cams, upsample
@@ -108,7 +109,9 @@ def test_evaluate_directions_section_keys(direction_metrics: tuple) -> None:
     assert scored, "no attribute direction was scored"
     for entry in scored.values():
         assert {"auroc", "n_pos", "parts", "best_unit", "layers", "best", "unit"} <= set(entry)
-        assert entry["faces"] + entry["faces_without_part"] == 12
+        assert entry["encoded"] is (entry["auroc"] >= 0.6)
+        assert entry["faces"] + entry["faces_without_part"] + entry["faces_without_concept"] == 12
+        assert entry["faces"] > 0
         for by_method in entry["layers"].values():
             for scores in by_method.values():
                 assert set(scores) == SCORES
@@ -132,7 +135,9 @@ def test_direction_scores_equal_an_independent_computation(direction_metrics: tu
     cams = compute_cams(batch.run.model, images, [found[name].target], layer=layer, method=method)
     maps = upsample(cams.maps, images.shape[-1])
     mask = torch.isin(parts, torch.tensor(part_ids(found[name].parts)))
-    keep = mask.flatten(1).any(1)
+    # scored: the faces that have the part and show the attribute (label 1)
+    keep = mask.flatten(1).any(1) & (batch.attrs[:12, ATTRIBUTE_NAMES.index(name)] > 0.5)
+    assert entry["faces"] == int(keep.sum())
     hits = M.pointing_game(maps[keep], mask[keep]).float()
     flat = M.flat_maps(maps[keep])
     share = M.region_share(mask[keep])
@@ -229,3 +234,35 @@ def test_concept_from_two_folders(runs: dict[str, Path], make_data, tmp_path: Pa
     )
     d = found["stripes"]
     assert d.kind == "mean_difference" and d.scores["n_with"] == 2 and d.scores["n_without"] == 3
+
+
+def test_concept_presence_selects_the_faces_that_show_each_concept() -> None:
+    from latentcam.concepts import concept_presence
+    from latentcam.explain.directions import make_direction, unit_direction
+
+    K = 4
+    smiling = make_direction("Smiling", torch.ones(K), "attribute", along_data=False)
+    unit = unit_direction(2, K, name="Smiling:unit_2")
+    smile = make_direction("smile", torch.ones(K), "factor", along_data=False)
+    pca = make_direction("pca_0", torch.ones(K), "pca", along_data=False)
+    attrs = torch.zeros(5, len(ATTRIBUTE_NAMES))
+    attrs[[1, 3], ATTRIBUTE_NAMES.index("Smiling")] = 1.0
+    factors = torch.tensor([[0.1], [0.9], [0.5], [0.7], [0.2]])  # median 0.5
+    present = concept_presence(
+        DirectionSet([smiling, unit, smile, pca], K), attrs, factors, ("smile",)
+    )
+    assert set(present) == {"Smiling", "Smiling:unit_2", "smile"}  # pca: every face
+    assert present["Smiling"].tolist() == [False, True, False, True, False]
+    assert present["Smiling:unit_2"].tolist() == present["Smiling"].tolist()
+    assert present["smile"].tolist() == [False, True, False, True, False]
+    assert concept_presence(DirectionSet([smiling], K)) == {}  # no labels: every face
+
+
+def test_encoded_reads_the_held_out_probe() -> None:
+    from latentcam.concepts import encoded
+
+    assert encoded({"auroc": 0.83}) is True
+    assert encoded({"auroc": 0.55}) is False
+    assert encoded({"r2": 0.35}) is True
+    assert encoded({"r2": -0.02}) is False
+    assert encoded({"explained_variance": 0.2}) is None

@@ -16,8 +16,10 @@ run:
   part's area share, a random cell of that layer's grid, random directions), the pointing
   game of its effect map |decode(mu + 3 m) - decode(mu - 3 m)| (m = one data standard
   deviation of the score mu . w, along the direction's activation pattern) and the Spearman agreement between the two over the cells of the layer's grid (the
-  effect map average-pooled to it; on the first :data:`SPEARMAN_FACES` scored faces); faces
-  where the part is empty are left out and counted.
+  effect map average-pooled to it; on the first :data:`SPEARMAN_FACES` scored faces). A
+  direction is scored on the faces that show its concept (:func:`concept_presence`), as the
+  pointing game is played on the images that contain the class (Zhang et al. 2016): faces
+  where the part is empty, or where the concept is absent, are left out and counted.
 - :func:`directions_report`: the ``directions`` section of ``latentcam evaluate``: every
   attribute (and synthetic factor) direction scored beside its best single unit, scored the
   same way, and the unsupervised directions with what they correlate with.
@@ -95,6 +97,12 @@ SCORE_KEYS = (
     "effect_pointing",
     "spearman_cam_effect",
 )
+#: Held-out probe quality below which the model is said not to encode a concept linearly
+#: (AUROC for an attribute, R² for a factor): no heatmap of its direction can show it, and
+#: the entry's ``encoded`` is False. AUROC 0.6 is a weak but real signal; R² 0.1 is a
+#: correlation of about 0.3.
+ENCODED_AUROC = 0.6
+ENCODED_R2 = 0.1
 #: Random directions whose maps give the null baseline of every score (``random_*``).
 RANDOM_DIRECTIONS = 8
 #: Faces per direction whose heatmap and effect map are compared by Spearman over pixels (the
@@ -404,8 +412,10 @@ class DirectionScore:
     Attributes:
         name: the direction's name.
         parts: the part names scored against.
-        faces: faces scored (the part is present).
+        faces: faces scored (the part is there and the concept shows).
         faces_without_part: faces left out because the part is empty there.
+        faces_without_concept: faces left out because the concept is absent there (the
+            attribute's label is 0, the factor lies in its lower half).
         layers: layer -> method -> {score name: value} (:data:`SCORE_KEYS`).
         best_layer, best_method: the pair that localises best by the rule of ``--layer auto``
             (:func:`latentcam.explain.layers.pick_best`: best mean rank over pointing game
@@ -417,6 +427,7 @@ class DirectionScore:
     parts: tuple[str, ...]
     faces: int
     faces_without_part: int
+    faces_without_concept: int = 0
     layers: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     best_layer: str = ""
     best_method: str = ""
@@ -449,6 +460,36 @@ def cell_chance(mask: Tensor, size: Sequence[int]) -> Tensor:
     return mask[:, rows][:, :, cols].float().mean(dim=(1, 2))
 
 
+def concept_presence(
+    directions: DirectionSet,
+    attrs: Tensor | None = None,
+    factors: Tensor | None = None,
+    factor_names: Sequence[str] = (),
+) -> dict[str, Tensor]:
+    """The faces on which each direction's concept shows, by name: bool (N,).
+
+    An attribute direction's concept shows where the face's label is 1; a factor direction's
+    where the factor lies above its median over these faces (its scores rise with the factor:
+    the upper half is where the heatmap has positive evidence to show). A direction named
+    ``NAME:unit_k`` (the best single unit for NAME) shares NAME's faces, so the two are scored
+    on the same faces. Directions with neither label (PCA, a user's vector) are absent from
+    the result: every face counts for them.
+
+    Args:
+        attrs: float (N, 40) CelebA attributes in {0, 1}, or None.
+        factors: float (N, F) known factors (synthetic faces), named by ``factor_names``.
+    """
+    present: dict[str, Tensor] = {}
+    for d in directions:
+        concept = d.name.split(":unit_")[0]
+        if attrs is not None and concept in ATTRIBUTE_NAMES and d.kind != "factor":
+            present[d.name] = attrs[:, ATTRIBUTE_NAMES.index(concept)].cpu() > 0.5
+        elif factors is not None and concept in factor_names:
+            column = factors[:, list(factor_names).index(concept)].cpu().float()
+            present[d.name] = column > column.median()
+    return present
+
+
 def _pick(maps: Tensor, rows: Tensor, columns: Tensor) -> Tensor:
     """maps[rows][:, columns] for (N, T, ...) maps, columns first (copies only what is kept)."""
     return maps.index_select(1, columns).index_select(0, rows)
@@ -465,6 +506,7 @@ def score_directions(
     delta: float = 3.0,
     progress: bool = False,
     random: int = RANDOM_DIRECTIONS,
+    present: Mapping[str, Tensor] | None = None,
 ) -> list[DirectionScore]:
     """Score every direction that has parts (see the module docstring for the scores).
 
@@ -483,6 +525,9 @@ def score_directions(
         methods: CAM methods.
         delta: effect-map step in units of each direction's ``scale``.
         random: how many random directions give the ``random_*`` baseline (0 = none: NaN).
+        present: direction name -> bool (N,): the faces where its concept shows
+            (:func:`concept_presence`); only those are scored. A direction not named is
+            scored on every face where its part is there.
 
     Returns:
         one :class:`DirectionScore` per direction with parts, in order.
@@ -502,17 +547,24 @@ def score_directions(
     bank = CamBank(model, images, cond, targets=targets)
     null_cols = torch.arange(len(scored), len(targets))
     results = [DirectionScore(d.name, d.parts, 0, 0) for d in scored]
-    # directions that share a part set share its mask and faces: score them in one call
-    groups: dict[tuple[int, ...], list[int]] = {}
+    # directions that share a part set and faces share a mask: score them in one call
+    everyone = torch.ones(parts.shape[0], dtype=torch.bool)
+    shows = [
+        everyone if present is None else present.get(d.name, everyone).cpu().bool() for d in scored
+    ]
+    groups: dict[tuple[tuple[int, ...], bytes], list[int]] = {}
     for t, d in enumerate(scored):
-        groups.setdefault(part_ids(d.parts), []).append(t)
+        groups.setdefault((part_ids(d.parts), shows[t].numpy().tobytes()), []).append(t)
     plan = []
-    for ids, cols in groups.items():
+    for (ids, _), cols in groups.items():
         mask = torch.isin(parts, torch.tensor(ids))  # (N, H, W)
-        keep = torch.nonzero(mask.flatten(1).any(1)).flatten()  # faces where the part shows
+        has_part = mask.flatten(1).any(1)  # (N,)
+        concept = shows[cols[0]]
+        keep = torch.nonzero(has_part & concept).flatten()  # faces scored
         for t in cols:
             results[t].faces = int(keep.numel())
-            results[t].faces_without_part = int(parts.shape[0] - keep.numel())
+            results[t].faces_without_part = int((~has_part).sum())
+            results[t].faces_without_concept = int((has_part & ~concept).sum())
         if keep.numel() == 0:
             continue
         region = {"part": ids}
@@ -586,6 +638,17 @@ def strongest_baseline(scores: Mapping[str, float]) -> float:
     return max(finite) if finite else float("nan")
 
 
+def encoded(scores: Mapping[str, Any]) -> bool | None:
+    """Whether a supervised direction's held-out probe says the model encodes its concept
+    (AUROC >= :data:`ENCODED_AUROC`, or R² >= :data:`ENCODED_R2` for a factor); None when
+    neither was measured."""
+    if scores.get("auroc") is not None and not math.isnan(float(scores["auroc"])):
+        return float(scores["auroc"]) >= ENCODED_AUROC
+    if scores.get("r2") is not None and not math.isnan(float(scores["r2"])):
+        return float(scores["r2"]) >= ENCODED_R2
+    return None
+
+
 def pointing_verdict(scores: Mapping[str, float]) -> Verdict:
     """A plain reading of a pointing game against its strongest baseline
     (:func:`latentcam.report.verdicts.verdict`); ``scores`` holds ``pointing_game`` and the
@@ -604,6 +667,7 @@ def _entry(score: DirectionScore, unit_score: DirectionScore | None) -> dict[str
         "parts": list(score.parts),
         "faces": score.faces,
         "faces_without_part": score.faces_without_part,
+        "faces_without_concept": score.faces_without_concept,
         "layers": score.layers,
         "best": best,
     }
@@ -632,6 +696,10 @@ def directions_report(
     layers: Sequence[str] | None = None,
     methods: Sequence[str] = DIRECTION_METHODS,
     progress: bool = True,
+    attrs: Tensor | None = None,
+    factors: Tensor | None = None,
+    factor_names: Sequence[str] = (),
+    concept_faces: bool = True,
 ) -> dict[str, Any]:
     """The ``directions`` section of ``latentcam evaluate`` (keys in :mod:`latentcam.evaluate`).
 
@@ -646,6 +714,10 @@ def directions_report(
         images, cond, parts: the map images (N, 3, H, W), condition, part ids (N, H, W).
         directions: from :func:`find_directions`.
         layers, methods: what the heatmaps are scored at (default every encoder block).
+        attrs, factors: the images' attributes (N, 40) and known factors (N, F) named by
+            ``factor_names``, or None.
+        concept_faces: score each direction (and its best unit) only on the faces that show
+            its concept (:func:`concept_presence`); False scores every face with the part.
     """
     model = loaded.model
     K = int(model.latent_dim)
@@ -671,8 +743,20 @@ def directions_report(
     scores_by_name: dict[str, DirectionScore] = {}
     if parts is not None and supervised:
         everything = DirectionSet([*supervised, *units], K)
+        present = (
+            concept_presence(everything, attrs, factors, factor_names) if concept_faces else None
+        )
+        section["faces_scored"] = "with the concept" if present else "every face with the part"
         for s in score_directions(
-            model, images, cond, parts, everything, layers, methods, progress=progress
+            model,
+            images,
+            cond,
+            parts,
+            everything,
+            layers,
+            methods,
+            progress=progress,
+            present=present,
         ):
             scores_by_name[s.name] = s
     attributes: dict[str, Any] = {}
@@ -697,6 +781,7 @@ def directions_report(
                     if f"best_unit_{key}" in d.scores
                 },
             }
+        entry["encoded"] = encoded(d.scores)
         if d.name in scores_by_name:
             unit_score = scores_by_name.get(unit_name) if unit_name else None
             entry.update(_entry(scores_by_name[d.name], unit_score))
@@ -800,6 +885,7 @@ __all__ = [
     "SCORE_KEYS",
     "DirectionScore",
     "cell_chance",
+    "concept_presence",
     "directions_report",
     "directions_run",
     "find_directions",

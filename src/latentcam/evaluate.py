@@ -49,8 +49,11 @@ and returns one JSON-ready dict. Its sections (keys) are:
     same concept scored the same way. ``directions.attributes[NAME]`` (and
     ``directions.factors[NAME]`` on synthetic faces) holds ``auroc`` (held-out, of mu . w;
     ``r2`` and ``corr`` for factors), ``n_pos``, ``parts``, ``scale`` (the data's standard
-    deviation along w), ``best_unit`` ``{unit, sign, auroc}``, and, when the data has part
-    masks: ``faces`` / ``faces_without_part`` (faces whose part is empty are left out),
+    deviation along w), ``best_unit`` ``{unit, sign, auroc}``, ``encoded`` (whether the
+    held-out probe says the model encodes the concept at all: AUROC >= 0.6, R² >= 0.1), and,
+    when the data has part masks: ``faces`` / ``faces_without_part`` /
+    ``faces_without_concept`` (each direction, and its best unit, is scored on the faces
+    that have the part and show the concept: label 1, a factor in its upper half),
     ``layers[LAYER][METHOD]`` with ``energy_in_part``, ``pointing_game``, ``chance`` (the
     part's area share), ``cell_chance`` (a random cell of that layer's grid),
     ``random_pointing`` and ``random_energy`` (the same scores of 8 seeded random directions:
@@ -413,6 +416,9 @@ def evaluate(
                 None if batch.parts is None else batch.parts[:Nd],
                 found,
                 progress=progress,
+                attrs=None if batch.attrs is None else batch.attrs[:Nd],
+                factors=None if batch.factors is None else batch.factors[:Nd],
+                factor_names=batch.factor_names,
             )
     # --- sanity check, on the units (by KL) whose maps are not zero everywhere: a constant
     # map cannot be rank-correlated (with a linear head, a unit's map can be all zero).

@@ -22,6 +22,7 @@ from PIL import Image
 from playwright.sync_api import Browser, Download, Page, Request, sync_playwright
 
 from latentcam.app import CHROMIUM_ARGS, CHROMIUM_PATH
+from latentcam.app.runs import RunsFolder
 from latentcam.app.server import create_app, serve_in_thread
 from latentcam.app.session import ExplorerSession
 
@@ -110,7 +111,8 @@ def test_vae_page(
     browser: Browser, open_session: Open, runs: dict[str, Path], tmp_path: Path
 ) -> None:
     options = {"n": 6, "top": 4, "gallery": 4}
-    app = create_app(open_session("vae"), open_options=options)
+    folder = RunsFolder(runs["vae"].parent)
+    app = create_app(open_session("vae"), open_options=options, runs=folder)
     face = tmp_path / "face.png"
     Image.fromarray(np.random.default_rng(5).integers(0, 256, (40, 52, 3), dtype=np.uint8)).save(
         face
@@ -119,6 +121,14 @@ def test_vae_page(
     notes.write_bytes(b"this is not an image")
     with serve_in_thread(app) as url:
         page, requests = _open(browser, url)
+        # the runs it may load are offered as the path box's suggestions
+        page.wait_for_function(
+            "document.querySelectorAll('#runs-list option').length > 0", timeout=10_000
+        )
+        offered = page.eval_on_selector_all("#runs-list option", "els => els.map(e => e.value)")
+        assert offered == [e.path for e in folder.list().entries]
+        assert offered[:2] == ["cvae", "cvae/checkpoints/best.ckpt"] and "segvae" in offered
+        assert page.locator("#runs-note").inner_text() == f"{len(offered)} under {folder.root}"
         assert page.locator(".slider").count() == 4
         assert page.locator("#gallery figure").count() == 4
         assert page.locator("#cap-unitcam").inner_text().endswith("(re-encoded)")
@@ -200,16 +210,22 @@ def test_vae_page(
         page.locator("#error").wait_for(state="visible", timeout=10_000)
         assert "'notes.png' is not a readable image" in page.locator("#error").inner_text()
 
-        page.fill("#ckpt-path", str(tmp_path / "no_run"))
+        page.fill("#ckpt-path", "no_run")
         page.click("#ckpt-load")
         page.wait_for_function(
             "document.getElementById('error').textContent.includes('checkpoint not found')",
             timeout=10_000,
         )
+        page.fill("#ckpt-path", str(tmp_path))  # outside the runs folder
+        page.click("#ckpt-load")
+        page.wait_for_function(
+            "document.getElementById('error').textContent.includes('lies outside the runs')",
+            timeout=10_000,
+        )
         assert page.locator("#info").inner_text().startswith("vae")  # the model still serves
 
         # a mask-only SegVAE: its unit map is on the input, and the caption says so
-        page.fill("#ckpt-path", str(runs["segvae"]))
+        page.fill("#ckpt-path", "segvae")
         page.click("#ckpt-load")
         page.wait_for_function(
             "document.getElementById('info').textContent.startsWith('segvae')", timeout=15_000
@@ -242,3 +258,22 @@ def test_cvae_attribute_toggle(browser: Browser, open_session: Open) -> None:
         assert page.locator("#error").is_hidden()
         page.close()
     _assert_offline(requests, url)
+
+
+def test_page_with_a_token(browser: Browser, open_session: Open) -> None:
+    """Opened at the printed address (?token=...), the page works: its own requests carry
+    the cookie the first answer set. Without the token nothing is served."""
+    token = "browser-test-token-0123456789"
+    with serve_in_thread(create_app(open_session("vae"), token=token)) as url:
+        page, requests = _open(browser, f"{url}?token={token}")
+        decoded = _src(page, "#img-decoded")
+        page.locator(".slider input").first.fill("2")
+        assert _wait_changed(page, "#img-decoded", decoded) != decoded
+        assert page.locator("#error").is_hidden()
+        page.close()
+        stranger = browser.new_page()  # a new context: no cookie
+        answer = stranger.goto(url)
+        assert answer is not None and answer.status == 403
+        assert "needs its token" in stranger.inner_text("body")
+        stranger.close()
+    assert all(r.startswith(url) for r in requests)

@@ -191,6 +191,76 @@ def test_z_file_errors(open_session: Open, tmp_path: Path) -> None:
     del unnamed["model"]
     with pytest.raises(InputError, match="'model' must be one of vae, cvae, segvae, got None"):
         s.apply_z(unnamed)
+    before = s.z_record()
+    with pytest.raises(InputError, match="'latent_dim' must be a positive integer"):
+        s.apply_z(before | {"latent_dim": True, "z": [0.0], "offsets": [0.0]})
+    # every number within its range: z within +-50 prior SDs, offsets within the sliders'
+    # +-10, steps within +-10 data SDs; bools and NaN are not numbers
+    K = s.latent_dim
+    for key, values in [
+        ("z", [50.5] + [0.0] * (K - 1)),
+        ("z", [float("nan")] * K),
+        ("z", [True] + [0.0] * (K - 1)),
+        ("offsets", [0.0] * (K - 1) + [-10.25]),
+        ("offsets", [float("inf")] + [0.0] * (K - 1)),
+    ]:
+        limit = 50 if key == "z" else 10
+        with pytest.raises(InputError) as refused:
+            s.apply_z(before | {key: values}, "z.json")
+        assert str(refused.value) == (
+            f"z.json: '{key}' must be a list of {K} finite numbers within +-{limit}; save the "
+            "vector again from the page"
+        )
+    name = s.directions.names[0]
+    for moves in ({name: 10.5}, {name: True}, [name], {name: float("nan")}):
+        with pytest.raises(InputError, match="'directions' must map direction names to steps"):
+            s.apply_z(before | {"directions": moves})
+    assert s.z_record() == before  # every refused record changed nothing
+    edge = before | {"z": [50.0] + [-50.0] * (K - 1), "offsets": [10.0] + [0.0] * (K - 1)}
+    s.apply_z(edge)
+    assert s.z_record()["z"] == pytest.approx(edge["z"]) and s.offsets[0] == 10.0
+
+
+def test_cvae_condition_is_checked(open_session: Open) -> None:
+    s = open_session("cvae")
+    before = s.z_record()
+    bad = list(before["cond"])
+    bad[3] = 1.5
+    with pytest.raises(InputError, match="'cond' must be a list of 40 finite numbers within"):
+        s.apply_z(before | {"cond": bad})
+    bad[3] = -0.25
+    with pytest.raises(InputError, match=r"'cond' must hold attributes in \[0, 1\]"):
+        s.apply_z(before | {"cond": bad})
+    for value in (1.5, True, float("nan")):
+        with pytest.raises(
+            InputError, match=r"attribute Smiling must be a finite number in \[0, 1\]"
+        ):
+            s.set_attribute("Smiling", value)
+    assert s.z_record() == before
+
+
+def test_copy_owns_the_state(open_session: Open) -> None:
+    """A change tried on a copy (every control) leaves the session exactly as it was, and
+    the copy shares the model and dataset instead of copying them."""
+    s = open_session("cvae")
+    s.set_offset(s.units[1], 0.5)
+    before_record, before_info = s.z_record(), s.info()
+    before_live = s.live_view()
+    trial = s.copy()
+    assert trial.model is s.model and trial.images is s.images and trial.run is s.run
+    assert trial.z_record() == before_record and trial.info() == before_info
+    outside = next(u for u in range(s.latent_dim) if u not in s.units)
+    trial.set_offset(outside, 2.0)
+    trial.set_direction(trial.directions.names[0], 1.5)
+    trial.set_attribute("Eyeglasses", 1.0 - float(s.cond[0, ATTRIBUTE_IDS["Eyeglasses"]]))
+    trial.select_random()
+    trial.apply_z(before_record | {"z": [1.0] * s.latent_dim})
+    assert trial.z_record() != before_record
+    assert s.z_record() == before_record and s.info() == before_info
+    assert s.live_view() == before_live
+    # the random state is copied too: the copy and the session draw the same next image
+    again = s.copy()
+    assert again.select_random() == s.select_random()
 
 
 def test_upload_matches_loader(open_session: Open, tmp_path: Path) -> None:
@@ -232,12 +302,24 @@ def test_bad_controls(open_session: Open) -> None:
     # a bad value leaves the state as it was: no unit chosen, no slider added (bug 2)
     outside = next(u for u in range(s.latent_dim) if u not in s.units)
     chosen, units = s.unit, list(s.units)
-    for value in (float("nan"), 10.5, float("-inf")):
-        with pytest.raises(
-            InputError, match=rf"offset {value} of unit {outside} must be a finite number"
-        ):
-            s.set_offset(outside, value)
+    for value in (float("nan"), 10.5, float("-inf"), True):
+        shown = "true" if value is True else repr(value)
+        with pytest.raises(InputError) as refused:
+            s.set_offset(outside, value)  # type: ignore[arg-type]
+        assert str(refused.value) == (
+            f"the offset of unit {outside} must be a finite number in [-10, 10], got {shown}"
+        )
     assert s.unit == chosen and s.units == units and float(s.offsets.abs().sum()) == 0.0
+    # Python's bool is an int: True must not be taken as unit, image or class 1
+    with pytest.raises(InputError, match="latent unit true is out of range"):
+        s.set_offset(True, 1.0)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="latent unit false is out of range"):
+        s.select_unit(False)
+    with pytest.raises(InputError, match=r"image index true is out of range: .* 0\.\.5"):
+        s.select_image(True)
+    with pytest.raises(InputError, match=r"image index 1\.0 is out of range"):
+        s.select_image(1.0)  # type: ignore[arg-type]
+    assert s.unit == chosen and s.units == units and s.index == 0
     with pytest.raises(InputError, match="out of range"):
         s.select_image(99)
     with pytest.raises(InputError, match="CVAE"):
@@ -412,9 +494,14 @@ def test_bad_direction_controls_leave_the_state(open_session: Open) -> None:
         s.set_direction("Smilling", 1.0)
     with pytest.raises(InputError, match="no direction named 'Smilling'"):
         s.select_direction("Smilling")
-    for value in (float("nan"), 10.5, float("inf")):
-        with pytest.raises(InputError, match=f"step {value} along direction {name}"):
+    for value in (float("nan"), 10.5, float("inf"), False):
+        with pytest.raises(InputError) as refused:
             s.set_direction(name, value)
+        shown = "false" if value is False else repr(value)
+        assert str(refused.value) == (
+            f"the step along direction {name} (in data standard deviations) must be a finite "
+            f"number in [-10, 10], got {shown}"
+        )
     assert s.direction is None and float(s.direction_steps.abs().sum()) == 0.0
     other = DirectionSet([make_direction("w", torch.ones(3), "user")], 3)
     with pytest.raises(InputError, match="K=3 latent units; this model has K=8"):

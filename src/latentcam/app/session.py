@@ -39,7 +39,14 @@ The latent vector is saved as JSON (:meth:`ExplorerSession.z_record`, read back 
     }
 
 A record without ``directions`` (or naming directions this session does not have) loads
-with those moves kept inside z: decode(z) is the saved one either way.
+with those moves kept inside z: decode(z) is the saved one either way. Every number of a
+record is checked (:func:`check_z_record`): ``z`` within +-:data:`Z_LIMIT`, ``offsets``
+within +-:data:`OFFSET_LIMIT`, ``cond`` in [0, 1], direction steps within
++-:data:`DIRECTION_LIMIT`; booleans are not numbers.
+
+Every control checks its value before it changes anything, and the server applies each
+request to a :meth:`ExplorerSession.copy`, kept only once the new view is computed: a
+request that fails leaves the session as it was.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ import logging
 import math
 import random
 from collections.abc import Mapping
+from copy import deepcopy
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -92,8 +100,6 @@ Tensor = torch.Tensor
 
 #: Format tag of the saved latent vector (see the module docstring).
 Z_FORMAT = "latentcam-z/1"
-#: The largest float32: a saved latent vector must stay finite once it is a float32 tensor.
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: Largest upload accepted, in bytes (checked while reading).
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 #: Largest upload accepted, in pixels (checked on the header, before decoding).
@@ -102,6 +108,10 @@ MAX_UPLOAD_PIXELS = 40_000_000
 OFFSET_LIMIT = 10.0
 #: Direction sliders move within +-this many data standard deviations along the direction.
 DIRECTION_LIMIT = 10.0
+#: A loaded latent vector lies within +-this in every unit (prior standard deviations): the
+#: prior is N(0, 1), encodings lie within a few units of 0 and the sliders add at most
+#: +-OFFSET_LIMIT, so a z beyond it is nowhere the decoder was trained.
+Z_LIMIT = 50.0
 #: "Play steps" of a chosen direction, in data standard deviations.
 DIRECTION_STEPS = (-2.0, -1.0, 0.0, 1.0, 2.0)
 #: Opacity of heatmaps and masks drawn over a face.
@@ -257,19 +267,40 @@ def read_z_file(path: str | Path) -> dict[str, Any]:
     return check_z_record(record, str(path))
 
 
-def _floats(record: Mapping[str, Any], key: str, length: int, where: str) -> list[float]:
+def is_number(value: Any) -> bool:
+    """An int or float that is not a bool (Python's bool is an int: JSON true is not 1)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_index(value: Any) -> bool:
+    """An int that is not a bool (JSON true is not unit 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_number(value: Any, lo: float, hi: float, what: str) -> float:
+    """``value`` as a float, checked to be a finite number (not a bool) in [lo, hi].
+
+    Raises:
+        InputError: "{what} must be a finite number in [lo, hi], got {value}".
+    """
+    if not is_number(value) or not math.isfinite(value) or not lo <= value <= hi:
+        shown = json.dumps(value) if isinstance(value, bool) else repr(value)
+        raise InputError(f"{what} must be a finite number in [{lo:g}, {hi:g}], got {shown}")
+    return float(value)
+
+
+def _floats(
+    record: Mapping[str, Any], key: str, length: int, where: str, limit: float
+) -> list[float]:
     values = record.get(key)
     if (
         not isinstance(values, list)
         or len(values) != length
-        or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= FLOAT32_MAX
-            for v in values
-        )
+        or not all(is_number(v) and math.isfinite(v) and abs(v) <= limit for v in values)
     ):
         raise InputError(
-            f"{where}: '{key}' must be a list of {length} numbers finite as float32 (|v| <= "
-            "3.4e38); save the vector again from the page"
+            f"{where}: '{key}' must be a list of {length} finite numbers within +-{limit:g}; "
+            "save the vector again from the page"
         )
     return [float(v) for v in values]
 
@@ -278,7 +309,8 @@ def check_z_record(record: Any, where: str = "latent vector") -> dict[str, Any]:
     """Validate a latent vector record (format: see the module docstring); returns it.
 
     Raises:
-        InputError: not an object of that format, or lists of the wrong length.
+        InputError: not an object of that format, lists of the wrong length, or a number
+            out of its range (see the module docstring).
     """
     if not isinstance(record, dict) or record.get("format") != Z_FORMAT:
         raise InputError(
@@ -289,13 +321,26 @@ def check_z_record(record: Any, where: str = "latent vector") -> dict[str, Any]:
             f"{where}: 'model' must be one of {', '.join(MODEL_KINDS)}, got "
             f"{record.get('model')!r}; save the vector again from the page"
         )
-    latent_dim = record.get("latent_dim")
-    if not isinstance(latent_dim, int) or latent_dim < 1:
+    latent_dim: Any = record.get("latent_dim")
+    if not is_index(latent_dim) or latent_dim < 1:
         raise InputError(f"{where}: 'latent_dim' must be a positive integer")
-    _floats(record, "z", latent_dim, where)
-    _floats(record, "offsets", latent_dim, where)
+    _floats(record, "z", latent_dim, where, Z_LIMIT)
+    _floats(record, "offsets", latent_dim, where, OFFSET_LIMIT)
     if record.get("cond") is not None:
-        _floats(record, "cond", len(ATTRIBUTE_NAMES), where)
+        cond = _floats(record, "cond", len(ATTRIBUTE_NAMES), where, 1.0)
+        if min(cond) < 0.0:
+            raise InputError(f"{where}: 'cond' must hold attributes in [0, 1]")
+    moves = record.get("directions")
+    if moves is not None and (
+        not isinstance(moves, dict)
+        or not all(
+            is_number(v) and math.isfinite(v) and abs(v) <= DIRECTION_LIMIT for v in moves.values()
+        )
+    ):
+        raise InputError(
+            f"{where}: 'directions' must map direction names to steps within "
+            f"+-{DIRECTION_LIMIT:g} data standard deviations"
+        )
     return record
 
 
@@ -437,6 +482,29 @@ class ExplorerSession:
             found = None
         return cls(batch.run, batch.images, batch.attrs, source=source, directions=found, **options)
 
+    def copy(self) -> ExplorerSession:
+        """A copy to try a change on: it shares what never changes (the run and model, the
+        dataset images and attributes, the directions, the KL ranking, the cached unit maps
+        of the input, which are replaced and never changed in place) and owns a copy of
+        everything else (offsets, steps, condition, chosen unit, image, random state), so
+        that nothing done to it reaches this session.
+
+        The server applies each request to a copy and keeps the copy only once the new view
+        is computed.
+        """
+        shared = (
+            self.run,
+            self.model,
+            self.images,
+            self.attrs,
+            self.directions,
+            self._dir_vectors,
+            self._dir_moves,
+            self.kl,
+            self._input_cams,
+        )
+        return deepcopy(self, memo={id(thing): thing for thing in shared if thing is not None})
+
     # ------------------------------------------------------------------ info
 
     @property
@@ -516,10 +584,10 @@ class ExplorerSession:
 
     def select_image(self, index: int) -> None:
         """Explore dataset image ``index`` (0..N-1); offsets and attributes are reset."""
-        if not 0 <= int(index) < self.num_images:
+        if not is_index(index) or not 0 <= index < self.num_images:
             raise InputError(
-                f"image index {index} is out of range: the dataset part loaded has images "
-                f"0..{self.num_images - 1}"
+                f"image index {json.dumps(index) if isinstance(index, bool) else index} is out "
+                f"of range: the dataset part loaded has images 0..{self.num_images - 1}"
             )
         i = int(index)
         cond = None if self.attrs is None else self.attrs[i : i + 1]
@@ -551,9 +619,10 @@ class ExplorerSession:
     # ------------------------------------------------------------------ controls
 
     def _check_unit(self, unit: int) -> int:
-        if not isinstance(unit, int) or not 0 <= unit < self.latent_dim:
+        if not is_index(unit) or not 0 <= unit < self.latent_dim:
+            shown = json.dumps(unit) if isinstance(unit, bool) else unit
             raise InputError(
-                f"latent unit {unit} is out of range: the model has units 0..{self.latent_dim - 1}"
+                f"latent unit {shown} is out of range: the model has units 0..{self.latent_dim - 1}"
             )
         return unit
 
@@ -587,13 +656,14 @@ class ExplorerSession:
                 +-:data:`DIRECTION_LIMIT`; the state is then unchanged.
         """
         index = self._direction_index(name)
-        if not math.isfinite(value) or abs(value) > DIRECTION_LIMIT:
-            raise InputError(
-                f"step {value} along direction {name} must be a finite number of data standard "
-                f"deviations in [-{DIRECTION_LIMIT:g}, {DIRECTION_LIMIT:g}]"
-            )
+        step = check_number(
+            value,
+            -DIRECTION_LIMIT,
+            DIRECTION_LIMIT,
+            f"the step along direction {name} (in data standard deviations)",
+        )
         self.direction = name
-        self.direction_steps[index] = float(value)
+        self.direction_steps[index] = step
 
     def set_offset(self, unit: int, value: float) -> None:
         """Set the offset of ``unit`` (and choose it): z_unit = base_unit + value.
@@ -603,13 +673,9 @@ class ExplorerSession:
                 +-:data:`OFFSET_LIMIT`; the state is then unchanged.
         """
         self._check_unit(unit)
-        if not math.isfinite(value) or abs(value) > OFFSET_LIMIT:
-            raise InputError(
-                f"offset {value} of unit {unit} must be a finite number in "
-                f"[-{OFFSET_LIMIT:g}, {OFFSET_LIMIT:g}]"
-            )
+        offset = check_number(value, -OFFSET_LIMIT, OFFSET_LIMIT, f"the offset of unit {unit}")
         self.select_unit(unit)
-        self.offsets[unit] = float(value)
+        self.offsets[unit] = offset
 
     def set_attribute(self, name: str, value: float) -> None:
         """CVAE: set attribute ``name`` (one of the 40 CelebA names) of the decoding condition
@@ -618,17 +684,16 @@ class ExplorerSession:
             raise InputError("attributes apply to a CVAE; this model takes no attributes")
         if name not in ATTRIBUTE_IDS:
             raise InputError(f"unknown attribute '{name}'; the 40 CelebA attributes are listed")
-        if not math.isfinite(value) or not 0.0 <= value <= 1.0:
-            raise InputError(f"attribute {name} value {value} must lie in [0, 1]")
-        self.cond[0, ATTRIBUTE_IDS[name]] = float(value)
+        self.cond[0, ATTRIBUTE_IDS[name]] = check_number(value, 0.0, 1.0, f"attribute {name}")
 
     def set_seg_class(self, cls: int) -> None:
         """SegVAE: the class of the Seg-Grad-CAM map."""
         names = self.seg_classes
         if not names:
             raise InputError("Seg-Grad-CAM classes apply to a segvae model")
-        if not isinstance(cls, int) or not 0 <= cls < len(names):
-            raise InputError(f"class {cls} is out of range: 0..{len(names) - 1}")
+        if not is_index(cls) or not 0 <= cls < len(names):
+            shown = json.dumps(cls) if isinstance(cls, bool) else cls
+            raise InputError(f"class {shown} is out of range: 0..{len(names) - 1}")
         self.seg_class = cls
 
     def reset(self) -> None:
@@ -904,13 +969,7 @@ class ExplorerSession:
         offsets = torch.tensor(record["offsets"], dtype=torch.float32, device=self.device)
         moves = record.get("directions") or {}
         steps = torch.zeros(len(self.directions), device=self.device)
-        if isinstance(moves, dict) and all(
-            name in self.directions.names
-            and isinstance(value, (int, float))
-            and math.isfinite(value)
-            and abs(value) <= DIRECTION_LIMIT
-            for name, value in moves.items()
-        ):
+        if all(name in self.directions.names for name in moves):  # steps: checked above
             for name, value in moves.items():
                 steps[self._direction_index(name)] = float(value)
         self.direction_steps = steps

@@ -7,6 +7,8 @@ builds the service with :func:`latentcam.app.server.create_app` and serves it wi
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 from typing import Any
 
 from latentcam.cli.numbers import count, integer, port
@@ -28,17 +30,37 @@ def register(subparsers: Any) -> None:
             "toggles; SegVAE part mask and Seg-Grad-CAM per class; save the view as PNG "
             "and the latent vector as JSON (read back with --z)."
         ),
-        epilog="example: latentcam app runs/vae64 --data synth --port 8765",
+        epilog="example: latentcam app runs/vae64 --data synth --port 8765; "
+        "latentcam app --runs runs (the page offers every run under runs/)",
     )
-    p.add_argument("run", metavar="RUN", help="run folder or .ckpt")
+    p.add_argument(
+        "run",
+        metavar="RUN",
+        nargs="?",
+        help="run folder or .ckpt to start with (with --runs: relative to it, default the "
+        "first run listed there)",
+    )
+    p.add_argument(
+        "--runs",
+        metavar="FOLDER",
+        help="the folder the page may load checkpoints from, and lists (default: RUN itself; "
+        "for a .ckpt file, its run folder)",
+    )
     p.add_argument(
         "--data", metavar="PATH", help="dataset folder or 'synth' (default: the run's own data)"
     )
     p.add_argument(
         "--host",
         default="127.0.0.1",
-        help="address to listen on; anything but a loopback address lets other machines use "
-        "the page (a warning is logged) (default: %(default)s)",
+        help="address to listen on; anything but a loopback address lets other machines reach "
+        "the page, which then needs a token (default: %(default)s)",
+    )
+    p.add_argument(
+        "--token",
+        default=os.environ.get("LATENTCAM_APP_TOKEN"),
+        help="the token every request must carry (?token=... in the printed address, then a "
+        "cookie); default: $LATENTCAM_APP_TOKEN, else a random one when --host is not a "
+        "loopback address, else none",
     )
     p.add_argument(
         "--port", type=port, default=8765, help="port; 0 picks a free one (default: %(default)s)"
@@ -91,12 +113,41 @@ def register(subparsers: Any) -> None:
 def run_app(args: argparse.Namespace) -> int:
     import asyncio
 
-    from latentcam.app.server import bind_socket, create_app, make_server, server_url
+    from latentcam.app.runs import RunsFolder
+    from latentcam.app.server import (
+        bind_socket,
+        check_token,
+        create_app,
+        is_loopback,
+        make_server,
+        new_token,
+        server_url,
+    )
     from latentcam.app.session import ExplorerSession, read_z_file
     from latentcam.cli.directions import split_names
+    from latentcam.errors import InputError
 
     check_threads(args.threads)
+    token = check_token(args.token) if args.token is not None else None
+    if token is None and not is_loopback(args.host):
+        token = new_token()
     record = read_z_file(args.z) if args.z else None  # a bad file fails before the model loads
+    folder = RunsFolder(args.runs) if args.runs else None
+    if folder is None and args.run is None:
+        raise InputError("give a RUN to explore, or --runs FOLDER to start with its first run")
+    run = args.run
+    if folder is not None:
+        if run is None:
+            listing = folder.list().entries
+            if not listing:
+                raise InputError(
+                    f"no run under --runs {args.runs}; train one into it (latentcam train "
+                    f"--out {args.runs}/NAME) or give another folder"
+                )
+            run = listing[0].path
+        elif Path(run).exists():  # a path from here (else: one relative to the folder)
+            run = str(Path(run).resolve())
+        run = str(folder.resolve(run))  # outside the folder: an error
     options = {
         "n": args.n,
         "split": args.split,
@@ -107,7 +158,7 @@ def run_app(args: argparse.Namespace) -> int:
     }
     # the directions belong to this run: a checkpoint loaded from the page finds its own
     session = ExplorerSession.open(
-        args.run,
+        run,
         data=args.data,
         directions=args.directions,
         names=split_names(args.names),
@@ -117,7 +168,12 @@ def run_app(args: argparse.Namespace) -> int:
         session.apply_z(record, args.z)
     sock = bind_socket(args.host, args.port)
     set_threads(args.threads)  # serving only: a failure above leaves it as it was
-    app = create_app(session, data=args.data, open_options=options, host=args.host)
-    print(f"latentcam app: serving {args.run} at {server_url(sock)} (Ctrl+C to stop)", flush=True)
+    folder = folder or RunsFolder.around(run)
+    app = create_app(
+        session, data=args.data, open_options=options, host=args.host, runs=folder, token=token
+    )
+    url = server_url(sock) + (f"?token={token}" if token else "")
+    print(f"latentcam app: serving {run} at {url} (Ctrl+C to stop)", flush=True)
+    print(f"latentcam app: the page loads checkpoints from under {folder.root}", flush=True)
     asyncio.run(make_server(app).serve(sockets=[sock]))
     return 0

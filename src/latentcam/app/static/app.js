@@ -429,6 +429,21 @@ readFileInput("load-z", async (file) => {
 });
 $("save-view").addEventListener("click", () => run(() => saveFile("/api/view.png", "latentcam_view.png")));
 $("save-z").addEventListener("click", () => run(() => saveFile("/api/z", "latent.json")));
+// The runs the page may load (GET /api/runs): offered as the path box's suggestions.
+async function listRuns() {
+  const listing = await api("GET", "/api/runs");
+  const options = listing.runs.map((entry) => {
+    const option = document.createElement("option");
+    option.value = entry.path;
+    option.label = `${entry.path} (${entry.kind})`;
+    return option;
+  });
+  $("runs-list").replaceChildren(...options);
+  const more = listing.truncated ? "+" : "";
+  $("runs-note").textContent = `${listing.runs.length}${more} under ${listing.root}`;
+  $("ckpt-path").placeholder = `a run under ${listing.root}`;
+}
+
 $("ckpt-form").addEventListener("submit", (event) => {
   event.preventDefault();
   run(async () => {
@@ -445,4 +460,7 @@ $("ckpt-form").addEventListener("submit", (event) => {
   });
 });
 
-run(async () => renderState(await api("GET", "/api/state")));
+run(async () => {
+  await renderState(await api("GET", "/api/state"));
+  await listRuns();
+});

@@ -10,7 +10,9 @@ nor anything above them. The layers, bottom to top:
    read nothing of the package but the errors.
 2. ``data`` (datasets, layouts, the synthetic faces) and the figure helpers ``figures``
    (images, grids, overlays) and ``plots`` (matplotlib charts): plain arrays in, pictures
-   out, so that every layer above can draw without reaching up into ``report``.
+   out, so that every layer above can draw without reaching up into ``report``; and
+   ``verdicts`` (a score read against its chance level in plain words), which ``concepts``,
+   ``evaluate``, ``report`` and ``demo`` all speak.
 3. ``models``: the networks, their protocol, the registry and the adapters.
 4. ``checkpoint``: loading a run (checkpoint or adapted-model folder) into a model. It sits
    below ``training`` so that explaining a run never imports Lightning.
@@ -58,6 +60,7 @@ LAYERS: dict[str, int] = {
     "data": 2,
     "figures": 2,
     "plots": 2,
+    "verdicts": 2,
     "models": 3,
     "checkpoint": 4,
     "runs": 5,

@@ -79,6 +79,7 @@ from latentcam.figures import save_figure
 from latentcam.io import ensure_dir, write_json
 from latentcam.plots import direction_ranking
 from latentcam.runs import Latents, check_run_output, encode_run_data
+from latentcam.verdicts import Verdict, verdict
 
 log = logging.getLogger(__name__)
 
@@ -635,8 +636,8 @@ def score_directions(
 
 def strongest_baseline(scores: Mapping[str, float]) -> float:
     """The strongest pointing-game baseline: area share, random cell or random directions."""
-    values = [scores.get(k, float("nan")) for k in ("chance", "cell_chance", "random_pointing")]
-    finite = [v for v in values if not math.isnan(v)]
+    values = [scores.get(k) for k in ("chance", "cell_chance", "random_pointing")]
+    finite = [float(v) for v in values if v is not None and not math.isnan(float(v))]
     return max(finite) if finite else float("nan")
 
 
@@ -651,23 +652,20 @@ def encoded(scores: Mapping[str, Any]) -> bool | None:
     return None
 
 
-def _verdict(scores: Mapping[str, float]) -> str:
-    """A plain reading of a pointing game against its strongest baseline."""
-    hit = scores.get("pointing_game", float("nan"))
-    chance = strongest_baseline(scores)
-    if math.isnan(hit) or math.isnan(chance) or chance <= 0:
-        return "not scored"
-    ratio = hit / chance
-    if ratio < 0.9:
-        return "below chance"
-    if ratio < 1.5:
-        return "at chance: this heatmap does not show where the concept is"
-    return f"{ratio:.1f}x chance"
+def pointing_verdict(scores: Mapping[str, float]) -> Verdict:
+    """A plain reading of a pointing game against its strongest baseline
+    (:func:`latentcam.verdicts.verdict`); ``scores`` holds ``pointing_game`` and the
+    baselines of :func:`strongest_baseline`."""
+    return verdict(
+        scores.get("pointing_game"),
+        strongest_baseline(scores),
+        at_chance="this heatmap does not show where the concept is",
+    )
 
 
 def _entry(score: DirectionScore, unit_score: DirectionScore | None) -> dict[str, Any]:
     best = {"layer": score.best_layer, "method": score.best_method, **score.best}
-    best["verdict"] = _verdict(score.best)
+    best["verdict"] = pointing_verdict(score.best).text
     entry: dict[str, Any] = {
         "parts": list(score.parts),
         "faces": score.faces,
@@ -682,7 +680,7 @@ def _entry(score: DirectionScore, unit_score: DirectionScore | None) -> dict[str
             "layer": score.best_layer,
             "method": score.best_method,
             **at_best,
-            "verdict": _verdict(at_best),
+            "verdict": pointing_verdict(at_best).text,
             "own_best": {
                 "layer": unit_score.best_layer,
                 "method": unit_score.best_method,

@@ -10,6 +10,7 @@ accepts.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from latentcam.config import RunConfig, load_config
 from latentcam.io import check_output, ensure_dir
 from latentcam.report.build import build_report
 from latentcam.report.html import Report
+from latentcam.report.trust import merge_glances, read_glance
 from latentcam.training.train import train
 
 log = logging.getLogger(__name__)
@@ -85,11 +87,23 @@ def run_demo(
                 "report": report,
             }
         )
-    index = Report(
-        title="latentcam demo",
-        subtitle=f"synthetic faces, 64 px, {n_images} images; finished in "
-        f"{(time.perf_counter() - started) / 60:.1f} min",
+    subtitle = (
+        f"synthetic faces, 64 px, {n_images} images; finished in "
+        f"{(time.perf_counter() - started) / 60:.1f} min"
     )
+    return write_index(out, summary, subtitle)
+
+
+def write_index(out: Path, summary: list[dict[str, Any]], subtitle: str) -> Path:
+    """``out/index.html``: the at-a-glance box of every run's report, then the headline
+    table (one row per ``summary`` entry: ``run``, its numbers, ``report``: the path of its
+    index.html) and a link to each report."""
+    index = Report(title="latentcam demo", subtitle=subtitle)
+    looks = {r["run"]: read_glance(Path(r["report"]).parent) for r in summary}
+    index.glance = merge_glances(looks)  # what each report's own box says, run by run
+    index.banner = index.glance.banner
+    for r in summary:
+        r["what to trust"] = looks[r["run"]].headline
     sec = index.section("Runs")
     sec.text(
         "Three models trained briefly on the built-in synthetic faces. Each report reproduces the "
@@ -98,6 +112,5 @@ def run_demo(
     )
     sec.table([{k: v for k, v in r.items() if k != "report"} for r in summary])
     for r in summary:
-        sec.link(str(Path(r["run"]) / "report" / "index.html"), f"{r['run']} report")
-    path = index.write(out)
-    return path
+        sec.link(os.path.relpath(r["report"], out), f"{r['run']} report")
+    return index.write(out)

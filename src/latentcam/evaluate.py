@@ -236,7 +236,7 @@ def evaluate(
         kl = kl_per_unit(mu, logvar).cpu()
     K = mu.shape[1]
     active = M.active_units(kl, ACTIVE_THRESHOLD)
-    by_kl = M.rank_units(kl)
+    by_kl = torch.tensor(M.units_by_kl(mu, logvar))  # the ordering every tool shows
     result: dict[str, Any] = {
         "run": str(batch.run.run_dir or batch.run.checkpoint_path),
         "model": cfg.model.kind,
@@ -705,6 +705,9 @@ def _attribute_control(batch: RunData) -> dict[str, Any]:
             shift = float((p[:, others] - base[:, others]).abs().mean()) if others else 0.0
             per_attr[ATTRIBUTE_NAMES[a]] = {
                 "flip_rate": flip_rate,
+                # the flip rate of the unedited reconstruction: the rate a CVAE that ignores
+                # its condition scores (the chance level of flip_rate)
+                "unedited_rate": float(((base[:, a] > 0.5).float() == want).float().mean()),
                 "probe_shift": moved,
                 "others_shift": shift,
             }

@@ -148,6 +148,8 @@ def panel_grid(
     import matplotlib.pyplot as plt
 
     nrows, ncols = len(cells), max(len(r) for r in cells)
+    extras = (0.6 if colorbar else 0.0) + (0.9 if row_labels else 0.0)
+    cell_inches = min(cell_inches, (10.2 - extras) / ncols)  # drawn at the size it is shown
     width = cell_inches * ncols + (0.6 if colorbar else 0.0) + (0.9 if row_labels else 0.0)
     fig, axes = plt.subplots(
         nrows,

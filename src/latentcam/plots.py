@@ -14,17 +14,24 @@ import numpy as np
 from matplotlib.figure import Figure
 
 
-def unit_ranking(kl: Sequence[float], effect: Sequence[float], top: int = 30) -> Figure:
-    """Bars of KL (nats) and effect size for the ``top`` units by KL, in KL order."""
+def unit_ranking(
+    kl: Sequence[float],
+    effect: Sequence[float],
+    top: int = 30,
+    order: Sequence[int] | None = None,
+) -> Figure:
+    """Bars of KL (nats) and effect size for the ``top`` units by KL, in KL order (``order``:
+    the ranking to draw, e.g. evaluate's ``ranking.by_kl``; default: sorted by ``kl``)."""
     kl_a = np.asarray(kl, dtype=float)
     eff = np.asarray(effect, dtype=float)
-    order = np.argsort(-kl_a)[:top]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.28 * len(order) + 2), 3.2))
-    x = np.arange(len(order))
-    ax.bar(x - 0.2, kl_a[order], 0.4, label="KL (nats)", color="#c2410c")
+    ranked = np.argsort(-kl_a, kind="stable") if order is None else np.asarray(order, dtype=int)
+    shown = ranked[:top]
+    fig, ax = plt.subplots(figsize=(min(10.2, max(6.0, 0.28 * len(shown) + 2)), 3.2))
+    x = np.arange(len(shown))
+    ax.bar(x - 0.2, kl_a[shown], 0.4, label="KL (nats)", color="#c2410c")
     ax2 = ax.twinx()
-    ax2.bar(x + 0.2, eff[order], 0.4, label="effect size", color="#2563eb")
-    ax.set_xticks(x, [str(u) for u in order], rotation=90, fontsize=8)
+    ax2.bar(x + 0.2, eff[shown], 0.4, label="effect size", color="#2563eb")
+    ax.set_xticks(x, [str(u) for u in shown], rotation=90, fontsize=8)
     ax.set_xlabel("latent unit (sorted by KL)")
     ax.set_ylabel("KL (nats)", color="#c2410c")
     ax2.set_ylabel("mean |effect|", color="#2563eb")
@@ -43,13 +50,14 @@ def unit_part_heat(
     s = np.asarray(share, dtype=float)[list(units)]
     a = np.asarray(area, dtype=float)
     lift = s / np.maximum(a, 1e-6)[None]
-    fig, ax = plt.subplots(figsize=(0.55 * len(regions) + 2.5, 0.32 * len(units) + 1.6))
+    fig, ax = plt.subplots(
+        figsize=(0.55 * len(regions) + 3.0, 0.32 * len(units) + 2.2), layout="constrained"
+    )
     im = ax.imshow(lift, cmap="magma", aspect="auto")
     ax.set_xticks(range(len(regions)), list(regions), rotation=45, ha="right")
     ax.set_yticks(range(len(units)), [f"unit {u}" for u in units])
-    ax.set_title("Where each unit acts: effect share / region area (lift)")
+    ax.set_title("Where each unit acts: effect share / region area (lift)", fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.04, label="lift (1 = uniform)")
-    fig.tight_layout()
     return fig
 
 
@@ -57,11 +65,14 @@ def sanity_curve(curve: Sequence[Mapping[str, Any]], threshold: float = 0.5) -> 
     """Rank correlation with the trained maps as encoder layers are randomised top-down."""
     names = ["trained"] + [str(c["layer"]) for c in curve]
     rho = [1.0] + [float(c["spearman"]) if c["spearman"] is not None else np.nan for c in curve]
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(names) + 2), 3.0))
+    fig, ax = plt.subplots(figsize=(min(10.2, max(5.0, 0.8 * len(names) + 2)), 3.2))
     ax.plot(range(len(names)), rho, "o-", color="#c2410c")
     ax.axhline(threshold, color="#888", ls="--", lw=1, label=f"pass below {threshold}")
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
-    ax.set_ylim(-0.2, 1.05)
+    finite = [v for v in rho if np.isfinite(v)]
+    low = min([-0.2, *finite])  # the axis covers every point, negative ones included
+    ax.set_ylim(low - 0.05 * (1.05 - low), 1.05)
+    ax.axhline(0.0, color="#bbb", lw=0.8)
     ax.set_ylabel("Spearman vs. trained maps")
     ax.set_title("Sanity check (Adebayo et al. 2018): cascading randomisation")
     ax.legend(loc="upper right", fontsize=8)
@@ -106,14 +117,21 @@ def layer_method_comparison(rows: Sequence[Mapping[str, Any]], paper_layer: str)
     """Localisation against map resolution, one line per CAM method, the paper's layer marked.
 
     ``rows`` are ``localisation.comparison`` rows of :func:`latentcam.evaluate.evaluate`.
-    Real layers sit at their map side (log2 axis); the fusion is drawn to the right of the
-    finest layer as a separate point labelled "fusion".
+    Layers sit at their position in the encoder (one tick each, labelled with the layer and
+    its map size, so two layers of the same size stay apart); the fusion is drawn to the
+    right of the last layer as a separate point labelled "fusion".
     """
-    sides = sorted({int(r["map_size"][0]) for r in rows if r["layer"] != "fusion"})
-    fusion_x = (max(sides) * 2) if sides else 2
+    names = list(dict.fromkeys(r["layer"] for r in rows if r["layer"] != "fusion"))
+    sizes = {
+        r["layer"]: "x".join(str(int(v)) for v in r["map_size"])
+        for r in rows
+        if r["layer"] != "fusion"
+    }
+    position = {name: i for i, name in enumerate(names)}
+    fusion_x = len(names)
     methods = list(dict.fromkeys(r["method"] for r in rows))
     fig, axes = plt.subplots(
-        1, len(COMPARISON_METRICS), figsize=(4.0 * len(COMPARISON_METRICS), 3.2)
+        1, len(COMPARISON_METRICS), figsize=(3.3 * len(COMPARISON_METRICS), 3.0)
     )
     for ax, (key, label) in zip(axes, COMPARISON_METRICS, strict=True):
         for method in methods:
@@ -131,17 +149,17 @@ def layer_method_comparison(rows: Sequence[Mapping[str, Any]], paper_layer: str)
                 if r["layer"] == "fusion":
                     fused = value
                 else:
-                    pts.append((int(r["map_size"][0]), value))
+                    pts.append((position[r["layer"]], value))
             pts.sort()
             line = ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=method)[0]
             if fused is not None:
                 ax.plot([fusion_x], [fused], "s", color=line.get_color())
         paper = [r for r in rows if r["layer"] == paper_layer]
         if paper:
-            side = int(paper[0]["map_size"][0])
+            side = position.get(paper_layer, 0)
             ax.axvline(side, color="#888", ls="--", lw=1)
             ax.annotate(
-                "paper's layer",
+                " paper's layer",
                 (side, 0.95),
                 xycoords=("data", "axes fraction"),
                 fontsize=7,
@@ -150,15 +168,15 @@ def layer_method_comparison(rows: Sequence[Mapping[str, Any]], paper_layer: str)
             )
         if key == "pointing_minus_chance":
             ax.axhline(0.0, color="#bbb", lw=0.8)
-        ticks = sides + ([fusion_x] if any(r["layer"] == "fusion" for r in rows) else [])
-        ax.set_xscale("log", base=2)
+        fused_too = any(r["layer"] == "fusion" for r in rows)
         ax.set_xticks(
-            ticks,
-            [f"{s}x{s}" for s in sides] + (["fusion"] if len(ticks) > len(sides) else []),
+            list(range(len(names))) + ([fusion_x] if fused_too else []),
+            [f"{'.'.join(n.split('.')[-2:])}\n{sizes[n]}" for n in names]
+            + (["fusion"] if fused_too else []),
             fontsize=7,
         )
-        ax.minorticks_off()
-        ax.set_xlabel("explained layer (map size)")
+        ax.set_xlim(-0.5, (fusion_x if fused_too else len(names) - 1) + 0.5)
+        ax.set_xlabel("explained layer (block, map size)")
         ax.set_ylabel(label)
     axes[0].legend(fontsize=7)
     fig.suptitle("Localisation by layer and CAM method (mean over active units)", fontsize=10)
@@ -184,17 +202,22 @@ def unit_part_pair(
     finite = np.concatenate([enc[np.isfinite(enc)], dec[np.isfinite(dec)]])
     vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
     fig, axes = plt.subplots(
-        1, 2, figsize=(2 * (0.42 * len(regions) + 1.6), 0.28 * len(units) + 1.8), sharey=True
+        1,
+        2,
+        # drawn at the size it is shown (about 10 inches at the report's 110 dpi)
+        figsize=(min(10.2, 2 * (0.27 * len(regions) + 0.9) + 1.4), 0.24 * len(units) + 2.4),
+        sharey=True,
+        layout="constrained",  # room for the rotated labels, the titles and the colour bar
     )
     for ax, mat, title in (
-        (axes[0], enc, encoder_label),
-        (axes[1], dec, "decoder side (|d x / d z_k|)"),
+        (axes[0], enc, encoder_label.replace(" (", "\n(", 1)),
+        (axes[1], dec, "decoder side\n(|d x / d z_k|)"),
     ):
         im = ax.imshow(mat, cmap="magma", aspect="auto", vmin=0.0, vmax=vmax)
-        ax.set_xticks(range(len(regions)), list(regions), rotation=45, ha="right", fontsize=7)
+        ax.set_xticks(range(len(regions)), list(regions), rotation=60, ha="right", fontsize=8)
         ax.set_title(title, fontsize=9)
-    axes[0].set_yticks(range(len(units)), [f"unit {u}" for u in units], fontsize=7)
-    fig.colorbar(im, ax=list(axes), fraction=0.03, label="share of the unit's map mass")
+    axes[0].set_yticks(range(len(units)), [f"unit {u}" for u in units], fontsize=8)
+    fig.colorbar(im, ax=list(axes), fraction=0.04, label="share of the unit's map mass")
     score = "n/a" if agreement is None or not np.isfinite(agreement) else f"{agreement:.2f}"
     fig.suptitle(f"Unit x part matrices; matrix agreement (Pearson) {score}", fontsize=10)
     return fig
@@ -210,7 +233,7 @@ def captioned_panels(
     """A grid of uint8 (H, W, 3) panels with a short caption under every panel."""
     nrows, ncols = len(rows), len(col_labels)
     fig, axes = plt.subplots(
-        nrows, ncols, figsize=(1.7 * ncols + 0.8, 1.95 * nrows + 0.5), squeeze=False
+        nrows, ncols, figsize=(1.9 * ncols + 0.8, 2.25 * nrows + 0.7), squeeze=False
     )
     for r in range(nrows):
         for c in range(ncols):

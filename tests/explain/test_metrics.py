@@ -376,3 +376,21 @@ def test_dci_with_more_units_than_factors() -> None:
     assert res.disentanglement > 0.9
     assert res.completeness > 0.9
     assert res.informativeness_test > 0.95
+
+
+def test_units_by_kl_is_the_one_ordering() -> None:
+    from latentcam.explain.metrics import RANKING_IMAGES, units_by_kl
+    from latentcam.models.base import kl_per_unit
+
+    g = torch.Generator().manual_seed(0)
+    mu = torch.randn(RANKING_IMAGES + 20, 6, generator=g) * torch.tensor([0.1, 2, 1, 3, 0.5, 1])
+    logvar = torch.zeros_like(mu)
+    want = m.rank_units(kl_per_unit(mu[:RANKING_IMAGES], logvar[:RANKING_IMAGES])).tolist()
+    assert units_by_kl(mu, logvar) == want
+    assert want[0] == 3 and want[-1] == 0  # KL = mu^2 / 2 on average, unit 3 spreads most
+    # images past the first RANKING_IMAGES change nothing: every tool ranks on the same ones
+    changed = mu.clone()
+    changed[RANKING_IMAGES:] = 100.0 * torch.arange(6.0)
+    assert units_by_kl(changed, logvar) == want
+    # ties keep index order
+    assert units_by_kl(torch.ones(4, 3), torch.zeros(4, 3)) == [0, 1, 2]

@@ -9,9 +9,11 @@ from PIL import Image
 from torch import nn
 
 from latentcam.config import ModelConfig
+from latentcam.data.classes import ATTRIBUTE_NAMES
 from latentcam.errors import InputError
 from latentcam.explain.cam import latent_cams
 from latentcam.explain.traversal import (
+    LABEL_PX,
     PAPER_STEPS,
     SIGMA_STEPS,
     attribute_traversal,
@@ -141,6 +143,16 @@ def test_attribute_traversal_of_a_cvae():
     assert torch.allclose(trav.heatmaps[0, 0, 1], oracle, atol=1e-5)
 
 
+def test_attribute_strips_are_named_by_attribute(tmp_path):
+    model = SquareVAE(cond_dim=2)
+    x = _images()
+    cond = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    trav = attribute_traversal(model, x, cond, attrs=[1], steps=[0.0, 1.0])
+    saved = save_traversal(trav, tmp_path / "attrs")
+    assert [p.name for p in saved.strips] == [f"attr_{ATTRIBUTE_NAMES[1]}.png"]
+    assert [p.name for p in saved.gifs] == [f"attr_{ATTRIBUTE_NAMES[1]}.gif"]
+
+
 def test_save_traversal_writes_strips_gifs_and_arrays(tmp_path):
     model = SquareVAE()
     trav = traverse(model, _images(), units=[0, 2], steps=[0.0, 0.5, 1.0])
@@ -149,7 +161,10 @@ def test_save_traversal_writes_strips_gifs_and_arrays(tmp_path):
     assert [p.name for p in saved.gifs] == ["unit_000.gif", "unit_002.gif"]
     strip = Image.open(saved.strips[0])
     tile = SIZE * 8  # 16 px images are enlarged 8x for legibility
-    assert strip.size == (3 * (tile + 2) + 2, 30 + 3 * (tile + 2) + 2)  # 3 steps x 3 rows
+    grid = (3 * (tile + 2) + 2, 3 * (tile + 2) + 2)  # 3 steps x 3 rows
+    band = 2 * LABEL_PX + 12  # the title and the step labels, in DejaVu Sans
+    assert strip.size[1] == grid[1] + band
+    assert strip.size[0] > grid[0] + 40  # a gutter for the row names and the effect's scale
     gif = Image.open(saved.gifs[1])
     assert gif.n_frames == 3 and gif.info.get("loop") == 0
     with np.load(saved.arrays) as arrays:

@@ -151,7 +151,7 @@ def test_score_rows_pair_each_direction_with_its_unit() -> None:
                  "cell_chance": 0.2, "verdict": "2.5x chance", "energy_in_part": 0.3,
                  "effect_pointing": 0.7, "spearman_cam_effect": 0.4},
         "unit": {"layer": "b1", "method": "layercam", "pointing_game": 0.1, "chance": 0.1,
-                 "cell_chance": 0.2, "verdict": "at chance: this heatmap does not show where "
+                 "cell_chance": 0.1, "verdict": "at chance: this heatmap does not show where "
                  "the concept is", "energy_in_part": 0.1, "effect_pointing": 0.2,
                  "spearman_cam_effect": 0.0},
     }  # fmt: skip
@@ -160,7 +160,9 @@ def test_score_rows_pair_each_direction_with_its_unit() -> None:
     assert rows[0]["layer, method"] == "b1 (16x16) layercam"
     assert rows[0]["pointing game"] == 0.5 and rows[1]["pointing game"] == 0.1
     assert rows[0]["AUROC"] == 0.9 and rows[1]["AUROC"] == 0.6
-    assert rows[1]["verdict"] == "at chance"
+    # the verdicts come from the numbers (latentcam.verdicts), not the stored text
+    assert rows[0]["verdict"].text == "2.5× chance" and rows[0]["verdict"].level == "above"
+    assert rows[1]["verdict"].text == "at chance"
 
 
 def _batch(runs: dict[str, Path], kind: str, n: int = 8) -> RunData:

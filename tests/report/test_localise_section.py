@@ -45,13 +45,29 @@ ROWS = [
 def test_layer_method_plot_draws_each_metric_against_resolution() -> None:
     fig = plots.layer_method_comparison(ROWS, paper_layer="b2")
     first = fig.axes[0]
-    line = first.get_lines()[0]  # gradcam: real layers by map side
-    assert line.get_xdata().tolist() == [4, 16]
-    np.testing.assert_allclose(line.get_ydata(), [0.05 - 0.1, 0.3 - 0.1])
-    fused = first.get_lines()[1]  # the fusion point, right of the finest layer
-    assert fused.get_xdata().tolist() == [32] and fused.get_ydata()[0] == pytest.approx(0.1)
-    assert [t.get_text() for t in first.get_xticklabels()] == ["4x4", "16x16", "fusion"]
+    line = first.get_lines()[0]  # gradcam: real layers by their place in the encoder
+    assert line.get_xdata().tolist() == [0, 1]
+    np.testing.assert_allclose(line.get_ydata(), [0.3 - 0.1, 0.05 - 0.1])
+    fused = first.get_lines()[1]  # the fusion point, right of the last layer
+    assert fused.get_xdata().tolist() == [2] and fused.get_ydata()[0] == pytest.approx(0.1)
+    labels = [t.get_text() for t in first.get_xticklabels()]
+    assert labels == ["b0\n16x16", "b2\n4x4", "fusion"]
     assert any("paper" in t.get_text() for t in first.texts)
+
+
+def test_layers_of_the_same_size_stay_apart_in_the_layer_plot() -> None:
+    rows = [
+        {**ROWS[0], "layer": "blocks.3", "map_size": [4, 4]},
+        {**ROWS[1], "layer": "blocks.4", "map_size": [4, 4]},
+    ]
+    line = plots.layer_method_comparison(rows, paper_layer="blocks.4").axes[0].get_lines()[0]
+    assert line.get_xdata().tolist() == [0, 1]  # no vertical segment at one x
+
+
+def test_sanity_plot_covers_negative_points() -> None:
+    curve = [{"layer": "head.mu", "spearman": -0.305}, {"layer": "b0", "spearman": -0.40}]
+    low, high = plots.sanity_curve(curve).axes[0].get_ylim()
+    assert low < -0.40 and high >= 1.0
 
 
 def test_unit_part_pair_shows_both_matrices_and_the_agreement() -> None:
@@ -68,6 +84,8 @@ def test_report_has_the_localisation_section(runs: dict[str, Path], tmp_path: Pa
     html = (out / "index.html").read_text()
     assert "Does the heatmap land where the unit acts?" in html
     assert "decoder gradient" in html and "Layer x method comparison" in html
+    assert "overflow-x:auto" in html and "image-rendering:pixelated; }" in html
+    assert 'class="pixel"' not in html  # no chart is drawn pixelated
     assert "matrix agreement" in html
     m = json.loads((out / "metrics.json").read_text())
     assert len(m["localisation"]["comparison"]) == 8  # 3 blocks + fusion, 2 methods

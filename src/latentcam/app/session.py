@@ -79,7 +79,7 @@ from latentcam.explain.cam import (
     upsample,
 )
 from latentcam.explain.directions import DirectionSet
-from latentcam.explain.metrics import rank_units
+from latentcam.explain.metrics import units_by_kl
 from latentcam.explain.targets import SegClass
 from latentcam.explain.traversal import PAPER_STEPS, effect_maps
 from latentcam.figures import (
@@ -418,7 +418,7 @@ class ExplorerSession:
             mu, logvar = self.model.encode(self.images, self.attrs)
         self.latent_dim = int(mu.shape[1])
         self.kl = kl_per_unit(mu, logvar).cpu()  # (K,)
-        self.ranking: list[int] = rank_units(self.kl).tolist()
+        self.ranking: list[int] = units_by_kl(mu, logvar)
         self.top = min(top, self.latent_dim)
         self.gallery_size = min(gallery, self.latent_dim)
         self.units: list[int] = self.ranking[: self.top]  # units with a slider

@@ -17,9 +17,11 @@ def register(subparsers: Any) -> None:
         "demo",
         help="train, explain, traverse, evaluate and report on synthetic faces, in minutes",
         description=(
-            "Render synthetic faces, train a VAE, a CVAE and a 19-class SegVAE briefly, explain "
-            "every latent unit, traverse, evaluate, and write OUT/index.html linking one report "
-            "per run. About 10 minutes on two CPU cores with the defaults."
+            "Render synthetic faces, train a VAE, a CVAE (conditioned on the 40 attributes) and "
+            "a SegVAE that predicts the paper's binary mask of the face parts (foreground vs "
+            "background and skin; not the 19 classes), explain every latent unit, traverse, "
+            "evaluate, and write OUT/index.html linking one report per run, each opening with "
+            "what to trust in it. About 10 minutes on two CPU cores with the defaults."
         ),
     )
     p.add_argument("--out", default="latentcam-demo", help="output folder (default: %(default)s)")

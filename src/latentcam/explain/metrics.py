@@ -14,7 +14,7 @@ H W image size, R regions (:data:`latentcam.data.classes.REGIONS`), C classes.
   of precomputed ranks) and
   :func:`top_fraction_iou` (IoU of the top 10% pixels).
 - Unit ranking: :func:`active_units` (mean KL above a threshold), :func:`effect_size`,
-  :func:`rank_units`. Probes, MIG and DCI live in :mod:`latentcam.explain.disentangle`.
+  :func:`rank_units`, :func:`units_by_kl` (the one KL ordering). Probes, MIG and DCI live in :mod:`latentcam.explain.disentangle`.
 - Sanity check: :func:`cascading_randomisation` and :func:`passes_sanity` (Adebayo et al.
   2018, "Sanity checks for saliency maps").
 - Segmentation: :func:`seg_iou` (per-class IoU and mIoU) and :func:`binary_iou`.
@@ -32,6 +32,7 @@ from torch import nn
 
 from latentcam.data.classes import NUM_CLASSES, REGIONS
 from latentcam.errors import InputError
+from latentcam.models.base import kl_per_unit
 
 log = logging.getLogger(__name__)
 
@@ -533,6 +534,28 @@ def rank_units(scores: Tensor, descending: bool = True) -> Tensor:
     fill = float("-inf") if descending else float("inf")
     clean = torch.where(scores.isnan(), torch.full_like(scores, fill), scores)
     return torch.sort(clean, descending=descending, stable=True).indices
+
+
+#: Images the KL ranking is computed on: the first ones of what a tool holds (the report,
+#: ``explain`` and the app all hold the first images of the validation split), so that every
+#: tool lists the same units in the same order.
+RANKING_IMAGES = 64
+
+
+def units_by_kl(mu: Tensor, logvar: Tensor) -> list[int]:
+    """The units ordered by mean KL (nats) over the first :data:`RANKING_IMAGES` images,
+    highest first, ties in index order: the one "top by KL" ordering of latentcam.
+
+    Args:
+        mu, logvar: float (N, K) posterior parameters of the first N images of the
+            validation split (N >= :data:`RANKING_IMAGES` for the shared ordering).
+
+    Returns:
+        K unit indices.
+    """
+    n = min(RANKING_IMAGES, int(mu.shape[0]))
+    kl = kl_per_unit(mu[:n].detach().float(), logvar[:n].detach().float()).cpu()
+    return [int(k) for k in rank_units(kl)]
 
 
 # ----------------------------------------------------------------------------- sanity check

@@ -40,6 +40,7 @@ from latentcam.explain.cam import METHODS, mean_map, normalise, upsample
 from latentcam.explain.directions import DirectionSet
 from latentcam.explain.hooks import eval_mode
 from latentcam.explain.layers import FUSION, CamBank, choose_layer, parse_layers
+from latentcam.explain.metrics import RANKING_IMAGES, units_by_kl
 from latentcam.explain.traversal import file_stem
 from latentcam.figures import overlay, panel_grid, save_figure, to_uint8_hwc
 from latentcam.generate import as_pictures
@@ -208,7 +209,12 @@ def explain_run(
         saved_units, shown = chosen, chosen
     else:
         saved_units = list(range(num_units))
-        shown = torch.argsort(kl, descending=True)[: min(top, num_units)].tolist()
+        ranked = (mu, logvar)
+        if count < RANKING_IMAGES:  # rank on the images the report and the app rank on
+            more = open_run_data(loaded, data, n=RANKING_IMAGES, split=split, progress=False)
+            with eval_mode(model), torch.no_grad():
+                ranked = model.encode(more.images, more.cond)
+        shown = units_by_kl(*ranked)[: min(top, num_units)]
     # all K units at once (Liu's averaged map needs them all; it costs one pass per layer)
     bank = CamBank(model, batch.images, batch.cond)
     all_maps = {

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -601,24 +601,62 @@ def _unit_label(trav: Traversal, j: int) -> tuple[str, str]:
         return f"direction {name}", f"direction_{file_stem(name)}"
     if trav.mode == "attribute":
         name = ATTRIBUTE_NAMES[index] if index < len(ATTRIBUTE_NAMES) else f"attribute {index}"
-        return name, f"attr_{index:02d}"
+        return name, f"attr_{file_stem(name)}"
     return f"unit {index}", f"unit_{index:03d}"
 
 
-def _with_labels(
-    image: np.ndarray, title: str, columns: Sequence[str], col_width: int, pad: int
-) -> np.ndarray:
-    """Add a title band and one label per column above a uint8 (H, W, 3) image."""
-    from PIL import Image, ImageDraw, ImageFont
+#: Pixel size of the strips' and GIFs' labels (DejaVu Sans, matplotlib's own font).
+LABEL_PX = 13
 
-    font = ImageFont.load_default(size=11)
-    band = 30 if columns else 16
-    canvas = Image.new("RGB", (image.shape[1], image.shape[0] + band), (255, 255, 255))
-    canvas.paste(Image.fromarray(image), (0, band))
+
+def _font(size: int = LABEL_PX) -> Any:
+    """DejaVu Sans at ``size`` px (shipped with matplotlib), so that labels are legible."""
+    import matplotlib
+    from PIL import ImageFont
+
+    return ImageFont.truetype(
+        str(Path(matplotlib.get_data_path()) / "fonts/ttf/DejaVuSans.ttf"), size
+    )
+
+
+def _with_labels(
+    image: np.ndarray,
+    title: str,
+    columns: Sequence[str],
+    col_width: int,
+    pad: int,
+    rows: Sequence[str] = (),
+    row_height: int = 0,
+    scale_row: int | None = None,
+) -> np.ndarray:
+    """Add a title band, one label per column above and one per row left of a uint8
+    (H, W, 3) grid; row ``scale_row`` also gets a magma colour bar (its 0 ... max scale)."""
+    from PIL import Image, ImageDraw
+
+    font = _font()
+    band = 2 * LABEL_PX + 12 if columns else LABEL_PX + 8
+    gutter = 0
+    if rows:
+        measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+        gutter = 8 + max(
+            int(measure.textlength(line, font=font)) for r in rows for line in r.split("\n")
+        )
+    canvas = Image.new("RGB", (image.shape[1] + gutter, image.shape[0] + band), (255, 255, 255))
+    canvas.paste(Image.fromarray(image), (gutter, band))
     draw = ImageDraw.Draw(canvas)
-    draw.text((pad, 1), title, fill=(0, 0, 0), font=font)
+    draw.text((pad, 2), title, fill=(0, 0, 0), font=font)
     for i, label in enumerate(columns):
-        draw.text((pad + i * (col_width + pad) + 2, 15), label, fill=(0, 0, 0), font=font)
+        x = gutter + pad + i * (col_width + pad) + 2
+        draw.text((x, LABEL_PX + 7), label, fill=(0, 0, 0), font=font)
+    for r, label in enumerate(rows):
+        top = band + pad + r * (row_height + pad)
+        draw.multiline_text((4, top + 4), label, fill=(0, 0, 0), font=font, spacing=3)
+        if r == scale_row:
+            lines = label.count("\n") + 1
+            y0 = top + 8 + lines * (LABEL_PX + 3)
+            height = max(8, row_height - (y0 - top) - 6)
+            bar = colorize(np.linspace(1.0, 0.0, height)[:, None].repeat(12, 1), cmap="magma")
+            canvas.paste(Image.fromarray(bar), (6, y0))
     return np.asarray(canvas)
 
 
@@ -661,6 +699,7 @@ def save_traversal(
     heat = upsample(trav.heatmaps[image_index].detach().float().cpu(), (H, W))  # (K', S, H, W)
     heat = normalise(heat.transpose(0, 1), per="unit").transpose(0, 1)  # max over steps per unit
     effects = trav.effects[image_index].detach().float().cpu()
+    peaks = effects.flatten(1).max(1).values.tolist()  # (K',) largest change, image units
     effects = normalise(effects.transpose(0, 1), per="unit").transpose(0, 1)
     strips, gifs = [], []
     for j in range(Kp):
@@ -677,16 +716,23 @@ def save_traversal(
         method = f"{trav.method} " if trav.method else ""
         strip = _with_labels(
             make_grid(rows, nrow=S, pad=pad),
-            f"{title} ({trav.mode}); rows: decoded, {method}map, |effect|",
+            f"{title} ({trav.mode}): decoded, {method}map, |effect| per step",
             labels,
             W * scale,
             pad,
+            rows=["decoded", f"{method}map".strip(), f"|effect|\n0 to {peaks[j]:.2g}"],
+            row_height=H * scale,
+            scale_row=2,
         )
         strips.append(save_png(out / f"{stem}.png", strip))
         frames = []
         for s in range(S):
             frame = make_grid(rows[[s, S + s, 2 * S + s]], nrow=3, pad=pad)
-            frames.append(Image.fromarray(_with_labels(frame, f"{title} {labels[s]}", [], 0, pad)))
+            frames.append(
+                Image.fromarray(
+                    _with_labels(frame, f"{title} {labels[s]}: image | map | effect", [], 0, pad)
+                )
+            )
         gif = out / f"{stem}.gif"
         with atomic_path(gif) as tmp:
             frames[0].save(

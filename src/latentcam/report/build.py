@@ -29,10 +29,16 @@ from latentcam.errors import InputError
 from latentcam.evaluate import evaluate, jsonable
 from latentcam.explain.cam import compute_cams, latent_cams, normalise, upsample
 from latentcam.explain.decoder import decoder_maps
+from latentcam.explain.hooks import eval_mode
 from latentcam.explain.layers import FUSION, SCORE_KEYS, ComparisonRow, fused_cams, pick_best
 from latentcam.explain.metrics import rank_correlation
 from latentcam.explain.targets import SegClass
-from latentcam.explain.traversal import effect_maps, save_traversal, traverse
+from latentcam.explain.traversal import (
+    attribute_traversal,
+    effect_maps,
+    save_traversal,
+    traverse,
+)
 from latentcam.figures import figure_png_bytes, overlay, panel_grid, to_uint8_hwc
 from latentcam.generate import colorize_labels
 from latentcam.io import (
@@ -46,13 +52,36 @@ from latentcam.models.protocol import has_image_output, has_seg_output, is_condi
 from latentcam.models.segvae import predicted_labels
 from latentcam.report.directions import directions_section
 from latentcam.report.html import Report
+from latentcam.report.trust import (
+    RunFacts,
+    glance,
+    longer_command,
+    mean_image_psnr,
+    prior_mask_iou,
+    undertrained,
+    write_glance,
+)
 from latentcam.runs import RunData, check_run_output, open_run_data
+from latentcam.verdicts import HEATMAP_AT_CHANCE, Verdict, correlation_verdict, verdict
 
 log = logging.getLogger(__name__)
 
 #: File that marks a folder as a report (:func:`is_report_folder`), so that rebuilding it
 #: may replace the folder whole.
 REPORT_MARKER = ".latentcam-report"
+#: Display resolution of the report's figures and the widest one a page shows unscaled (the
+#: page's content is about 1150 px wide): charts are drawn at the size they are shown.
+DPI = 110
+MAX_WIDTH = 1140
+#: Readable column names of the layer x method table (metrics keys -> header).
+COLUMN_NAMES = {
+    "energy_in_part": "energy in part",
+    "pointing_game": "pointing game",
+    "chance": "chance (area)",
+    "spearman_cam_effect": "ρ map, effect",
+    "top10_iou_cam_effect": "top-10% IoU map, effect",
+    "spearman_cam_decoder": "ρ map, decoder",
+}
 #: CVAE edits shown in the report (the paper's Figs. 11-12 use CelebA attributes).
 EDIT_ATTRIBUTES = ("Smiling", "Eyeglasses", "Wearing_Hat", "Mouth_Slightly_Open", "Bangs", "Male")
 
@@ -193,24 +222,33 @@ def _write_report(
     write_json(out / "metrics.json", metrics)
     show = _subset(batch, n)
     K = model.latent_dim  # width of mu (K * s * s for a spatial latent)
+    layer, method = _shown_layer(metrics, str(model.explain_layer), method)
+    paper = metrics["localisation"]["paper_layer"]
+    why = "chosen by auto" if "auto" in metrics["localisation"] else "the paper's"
     report = Report(
         title=f"latentcam report: {cfg.model.kind.upper()} {cfg.model.image_size}px, latent {K}, "
         f"{cfg.model.num_layers} conv layers",
         subtitle=f"run {metrics['run']} · data {batch.data_path} ({batch.split} split) · "
-        f"explained layer {model.explain_layer} · method {method}",
+        f"explained layer {layer} ({why}"
+        + (f"; the paper's is {paper}" if layer != paper else "")
+        + f") · method {method}",
     )
-    _overview(report, batch, metrics)
-    top = metrics["ranking"]["by_kl"][: min(8, K)]
+    facts = run_facts(batch, metrics)
+    report.banner = undertrained(facts)
+    report.glance = glance(facts, metrics, layer, method)
+    write_glance(report.glance, out)
+    _overview(report, batch, metrics, facts)
+    top = metrics["ranking"]["by_kl"][: min(8, K)]  # latentcam.explain.metrics.units_by_kl
     if has_image_output(model):
-        _fig9(report, show, method)
-    _fig13(report, show, top, method)
+        _fig9(report, show, layer, method)
+    _fig13(report, show, top, layer, method)
     if has_image_output(model):
-        _fig10(report, show, top[:3], out, method)
+        _fig10(report, show, top[:3], out, layer, method)
     if is_conditional(model):
-        _fig11(report, show)
+        _fig11(report, show, out, str(model.explain_layer) if layer == FUSION else layer)
     if has_seg_output(model):
         _fig7(report, show)
-    _metrics_sections(report, metrics, out)
+    _metrics_sections(report, metrics, out, facts)
     _where_it_acts(report, show, metrics)
     if found is not None:
         directions_section(report, batch, metrics, found)
@@ -230,7 +268,51 @@ def _subset(batch: RunData, n: int) -> RunData:
     )
 
 
-def _overview(report: Report, batch: RunData, metrics: dict[str, Any]) -> None:
+def _shown_layer(metrics: dict[str, Any], paper: str, method: str) -> tuple[str, str]:
+    """The (layer, method) the report's figures show: ``auto``'s choice when it was asked
+    (the layer the log names), else the paper's layer with ``method``."""
+    auto = metrics["localisation"].get("auto")
+    if auto:
+        return str(auto["layer"]), str(auto["method"])
+    return paper, method
+
+
+def run_facts(batch: RunData, metrics: dict[str, Any]) -> RunFacts:
+    """What the undertraining floors are read against (:mod:`latentcam.report.trust`): the
+    run's steps and weight averaging, its validation PSNR beside the mean image's on the
+    report's images, and a SegVAE's binary IoU beside the per-pixel prior's."""
+    cfg = batch.run.config
+    run_metrics = _training_metrics(batch)
+    psnr = run_metrics.get("val/psnr")
+    mean_psnr = None
+    if psnr is not None:
+        mean_psnr = mean_image_psnr(batch.images.detach().float().cpu().numpy())
+    seg = metrics.get("segmentation", {})
+    iou = seg.get("iou_binary", run_metrics.get("val/iou_binary"))
+    prior = None
+    if iou is not None and batch.parts is not None:
+        prior = prior_mask_iou((batch.parts >= 2).cpu().numpy())
+    steps = int(batch.run.global_step)
+    command = ""
+    if batch.run.run_dir is not None:
+        run_dir = batch.run.run_dir
+        command = (
+            longer_command(str(run_dir / "config.yaml"), f"{run_dir}-longer", steps)
+            + " train.max_minutes=0"
+        )
+    return RunFacts(
+        kind=cfg.model.kind,
+        steps=steps,
+        ema_decay=float(cfg.train.ema_decay),
+        psnr=None if psnr is None else float(psnr),
+        mean_psnr=mean_psnr,
+        iou=None if iou is None else float(iou),
+        prior_iou=prior,
+        command=command,
+    )
+
+
+def _overview(report: Report, batch: RunData, metrics: dict[str, Any], facts: RunFacts) -> None:
     cfg = batch.run.config
     sec = report.section("Overview")
     params = sum(p.numel() for p in batch.run.model.parameters())
@@ -248,6 +330,12 @@ def _overview(report: Report, batch: RunData, metrics: dict[str, Any]) -> None:
     for key in ("val/psnr", "val/ssim", "val/mse", "val/miou", "val/iou_binary"):
         if key in run_metrics:
             rows.append({"setting": key, "value": run_metrics[key]})
+    if facts.mean_psnr is not None:
+        rows.append({"setting": "PSNR of the mean image (the floor)", "value": facts.mean_psnr})
+    if facts.prior_iou is not None:
+        rows.append(
+            {"setting": "binary IoU of the per-pixel prior (the floor)", "value": facts.prior_iou}
+        )
     sec.table(rows, "The run and its final validation metrics (from training).")
 
 
@@ -265,11 +353,29 @@ def _training_metrics(batch: RunData) -> dict[str, Any]:
     return {k: v for k, v in flat.items() if isinstance(v, int | float)}
 
 
-def _fig9(report: Report, b: RunData, method: str) -> None:
+def _unit_maps(
+    b: RunData,
+    x: torch.Tensor,
+    c: torch.Tensor | None,
+    units: list[int] | None,
+    layer: str,
+    method: str,
+) -> torch.Tensor:
+    """Maps (B, T, H, W) of ``units`` (None: all) at ``layer`` (or the fusion), image size."""
     model = b.run.model
-    res = latent_cams(model, b.images, cond=b.cond, method=method)
-    recon = res.output.recon if res.output.recon is not None else b.images
-    avg = normalise(upsample(res.maps.mean(1, keepdim=True), b.images.shape[-1]), per="map")[:, 0]
+    if layer == FUSION:
+        return fused_cams(model, x, c, units=units, method=method)
+    maps = latent_cams(model, x, cond=c, units=units, layer=layer, method=method).maps
+    return upsample(maps, x.shape[-1])
+
+
+def _fig9(report: Report, b: RunData, layer: str, method: str) -> None:
+    model = b.run.model
+    with eval_mode(model), torch.no_grad():  # z = mu, as the maps
+        output = model(b.images, b.cond)
+    recon = output.recon if output.recon is not None else b.images
+    maps = _unit_maps(b, b.images, b.cond, None, layer, method)
+    avg = normalise(maps.mean(1, keepdim=True), per="map")[:, 0]
     cells = [
         [i, r, h]
         for i, r, h in zip(_rows(b.images), _rows(recon), _heat(b.images, avg), strict=True)
@@ -277,17 +383,15 @@ def _fig9(report: Report, b: RunData, method: str) -> None:
     fig = panel_grid(cells, ["input", "reconstruction", "averaged Grad-CAM"], title="Fig. 9")
     sec = report.section("Input, reconstruction, averaged heatmap (Fig. 9)")
     sec.text(
-        "Grad-CAM of every latent unit at the explained layer (Liu et al. 2020: alpha = mean "
+        f"{method} of every latent unit at {layer} (Liu et al. 2020: alpha = mean "
         "gradient of mu_k over the map; ReLU of the weighted channel sum), averaged over units and "
         "normalised per image. The paper's Figure 9."
     )
     sec.figure(_png(fig), "Rows: images of the validation split.")
 
 
-def _fig13(report: Report, b: RunData, units: list[int], method: str) -> None:
-    model = b.run.model
-    res = latent_cams(model, b.images, cond=b.cond, units=units, method=method)
-    maps = normalise(upsample(res.maps, b.images.shape[-1]), per="unit")
+def _fig13(report: Report, b: RunData, units: list[int], layer: str, method: str) -> None:
+    maps = normalise(_unit_maps(b, b.images, b.cond, units, layer, method), per="unit")
     cells = [
         [
             to_uint8_hwc(b.images[i])[0],
@@ -300,19 +404,24 @@ def _fig13(report: Report, b: RunData, units: list[int], method: str) -> None:
     )
     sec = report.section("Per-unit heatmaps (Figs. 13-16)")
     sec.text(
-        "The units that matter most by KL, each normalised over all shown images (so a unit's "
-        "maps can be compared across faces; the paper's Fig. 16 asks exactly that)."
+        f"The units that matter most by KL, at {layer} ({method}), each normalised over all "
+        "shown images (so a unit's maps can be compared across faces; the paper's Fig. 16 asks "
+        "exactly that)."
     )
     sec.figure(_png(fig))
 
 
-def _fig10(report: Report, b: RunData, units: list[int], out: Path, method: str) -> None:
+def _fig10(
+    report: Report, b: RunData, units: list[int], out: Path, layer: str, method: str
+) -> None:
     model = b.run.model
     sec = report.section("Latent traversals (Fig. 10)")
+    at = str(model.explain_layer) if layer == FUSION else layer  # a traversal needs one layer
     sec.text(
         "The paper adds 0.1 ... 0.9 to one unit and decodes. Row 1: decoded image; row 2: the "
-        "unit's Grad-CAM on the decoded image re-encoded (the paper's heatmap per step); row 3: the "
-        "effect map |decode(z + delta e_k) - decode(z)|, where the output actually changes."
+        f"unit's {method} map at {at} on the decoded image re-encoded (the paper's heatmap per "
+        "step); row 3: the effect map |decode(z + delta e_k) - decode(z)|, where the output "
+        "actually changes, with its scale (the largest change, in image units) on the left."
     )
     for mode, steps in (("additive", None), ("sigma", None)):
         trav = traverse(
@@ -322,15 +431,16 @@ def _fig10(report: Report, b: RunData, units: list[int], out: Path, method: str)
             steps=steps,
             mode=mode,
             cond=None if b.cond is None else b.cond[:1],
+            layer=at,
             method=method,
         )
         saved = save_traversal(trav, out / "traverse" / mode)
         for strip, gif in zip(saved.strips, saved.gifs, strict=True):
-            sec.figure(strip, f"{mode} steps: {strip.stem.replace('_', ' ')}")
-            sec.figure(gif, "animated", width=160)
+            sec.figure(strip, f"{mode} steps: {strip.stem.replace('_', ' ')}", native=True)
+            sec.figure(gif, f"{mode} steps, animated (image | map | effect)", native=True)
 
 
-def _fig11(report: Report, b: RunData) -> None:
+def _fig11(report: Report, b: RunData, out: Path, layer: str) -> None:
     model = b.run.model
     assert b.cond is not None
     attrs = [a for a in EDIT_ATTRIBUTES if a in ATTRIBUTE_IDS]
@@ -354,6 +464,17 @@ def _fig11(report: Report, b: RunData) -> None:
         "Each column decodes the same mu with one attribute of the condition flipped (0 <-> 1)."
     )
     sec.figure(_png(fig))
+    sec.text(
+        "Attribute traversals: the condition's attribute set to 0 ... 1 on the first face. Rows: "
+        "the decoded image, the averaged Grad-CAM of the decoded image re-encoded, and "
+        "|decoded - decoded with its own condition| with its scale on the left."
+    )
+    trav = attribute_traversal(
+        model, b.images[:1], b.cond[:1], [ATTRIBUTE_IDS[a] for a in attrs[:3]], layer=layer
+    )
+    saved = save_traversal(trav, out / "traverse" / "attributes")
+    for name, strip in zip(attrs[:3], saved.strips, strict=True):
+        sec.figure(strip, f"{name} from 0 to 1 ({strip.name})", native=True)
 
 
 def _fig7(report: Report, b: RunData) -> None:
@@ -386,26 +507,69 @@ def _fig7(report: Report, b: RunData) -> None:
     sec.figure(_png(fig))
 
 
-def _metrics_sections(report: Report, m: dict[str, Any], out: Path) -> None:
+#: The disentanglement table's verdict column.
+FACTOR_VERDICT = "lands on its part?"
+
+
+def factor_rows(
+    factors: list[dict[str, Any]], layer: str | None = None, method: str | None = None
+) -> list[dict[str, Any]]:
+    """The disentanglement table's rows: each factor's best unit, its heatmap's scores at
+    ``layer`` and ``method`` (where evaluate scored them there; else at the paper's layer)
+    and whether the map lands on the factor's part: the pointing game against the part's
+    area, :func:`latentcam.verdicts.verdict` ("not scored" without a part)."""
+    rows = []
+    for entry in factors:
+        at = (entry.get("per_method", {}).get(method, {}) or {}).get(layer) or entry.get(
+            "per_layer", {}
+        ).get(layer)
+        scores = at if isinstance(at, dict) else entry
+        row = {
+            k: ", ".join(map(str, v)) if isinstance(v, list) else v
+            for k, v in entry.items()
+            if not isinstance(v, dict | bool)
+        }
+        row.pop("lands_on_part", None)
+        for key in ("energy_in_part", "pointing_game", "chance"):
+            if key in scores:
+                row[key] = scores[key]
+        row[FACTOR_VERDICT] = verdict(scores.get("pointing_game"), scores.get("chance"))
+        rows.append(row)
+    return rows
+
+
+def _metrics_sections(
+    report: Report, m: dict[str, Any], out: Path, facts: RunFacts | None = None
+) -> None:
     sec = report.section("Which units matter")
     sec.text(
         f"{m['units']['active']} of {m['latent_dim']} units are active (mean KL > "
         f"{m['units']['active_threshold']} nats). Units ranked by KL and by effect size; where the "
         "data has attributes, the units whose single-unit probe best predicts each attribute."
     )
-    sec.figure(_png(plots.unit_ranking(m["units"]["kl"], m["ranking"]["effect_size"])))
+    sec.figure(
+        _png(
+            plots.unit_ranking(
+                m["units"]["kl"], m["ranking"]["effect_size"], order=m["ranking"]["by_kl"]
+            )
+        )
+    )
     if "by_attribute" in m["ranking"]:
         rows = [
             {
                 "attribute": a,
                 "top units": u,
-                "held-out AUROC of the top unit": m["ranking"]["attribute_auroc"].get(a),
+                "held-out AUROC of the top unit": (auc := m["ranking"]["attribute_auroc"].get(a)),
+                "chance": 0.5,
+                "verdict": verdict(auc, 0.5, "sign", at_chance="the unit does not predict it"),
             }
             for a, u in m["ranking"]["by_attribute"].items()
         ]
         sec.table(
             rows,
-            "Top units per attribute (ranked by single-unit AUROC on mu; the top unit re-scored on held-out images).",
+            "Top units per attribute (ranked by single-unit AUROC on mu; the top unit re-scored "
+            "on held-out images). The unit's sign is chosen on the training images, so a held-out "
+            "AUROC below 0.5 means the sign flipped: the unit does not carry the attribute.",
             heat=["held-out AUROC of the top unit"],
         )
     if "unit_part_effect" in m:
@@ -420,35 +584,98 @@ def _metrics_sections(report: Report, m: dict[str, Any], out: Path) -> None:
         d = m["disentanglement"]
         sec = report.section("Disentanglement (known factors)")
         sec.text(
-            f"MIG {d['mig']:.3f}; DCI disentanglement {d['dci']['disentanglement']:.3f}, completeness "
-            f"{d['dci']['completeness']:.3f}, informativeness {d['dci']['informativeness_test']:.3f} "
-            f"({d['dci']['method']}). Best unit per factor and whether its heatmap lands on the part the factor moves."
+            f"MIG {d['mig']:.3f} (0 = no unit owns a factor); DCI disentanglement "
+            f"{d['dci']['disentanglement']:.3f}, completeness {d['dci']['completeness']:.3f} "
+            f"({d['dci']['method']})."
         )
-        sec.table(d["factors"], heat=["normalised_mi", "energy_in_part", "pointing_game"])
+        sec.verdict(
+            f"DCI informativeness {d['dci']['informativeness_test']:.3f} (held-out R² of the "
+            "factors from mu; 0 = predicting their mean)",
+            verdict(
+                d["dci"]["informativeness_test"],
+                0.0,
+                "offset",
+                at_chance="mu does not hold the factors",
+            ),
+        )
+        layer, method = _shown_layer(m, m["localisation"]["paper_layer"], m["method"])
+        rows = factor_rows(d["factors"], layer, method)
+        verdict_last = [*dict.fromkeys(k for r in rows for k in r if k != FACTOR_VERDICT)]
+        sec.table(
+            rows,
+            "Best unit per factor (highest mutual information) and whether its heatmap lands on "
+            "the part the factor moves: its pointing game against the part's area (chance), at "
+            f"{layer} ({method}) where it was scored there, else at the paper's layer.",
+            heat=["normalised_mi", "energy_in_part", "pointing_game"],
+            columns=[*verdict_last, FACTOR_VERDICT],
+        )
     if "sanity" in m and m["sanity"]["curve"]:
         s = m["sanity"]
         sec = report.section("Sanity check")
         sec.text(
-            f"Cascading randomisation (Adebayo et al. 2018): {'PASSES' if s['passes'] else 'FAILS'}."
+            f"Cascading randomisation (Adebayo et al. 2018): {'PASSES' if s['passes'] else 'FAILS'} "
+            f"(the maps of a randomised encoder must fall below a rank correlation of "
+            f"{s['threshold']} with the trained maps; below 0 they are anti-correlated)."
         )
         sec.figure(_png(plots.sanity_curve(s["curve"], s["threshold"])))
     if "segmentation" in m:
         s = m["segmentation"]
         sec = report.section("Segmentation metrics")
-        rows = [{"metric": k, "value": v} for k, v in s.items() if isinstance(v, int | float)]
-        sec.table(rows)
+        prior = facts.prior_iou if facts is not None else None
+        rows = [
+            {
+                "metric": k,
+                "value": v,
+                "floor": prior if k == "iou_binary" else None,
+                "verdict": verdict(v, prior, "offset", at_chance="one template mask for every face")
+                if k == "iou_binary" and prior is not None
+                else None,
+            }
+            for k, v in s.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        ]
+        sec.table(
+            rows,
+            "Segmentation on the report's images; the floor of the binary IoU is the IoU of the "
+            "per-pixel prior mask (foreground where most faces have it, the same for every face).",
+        )
         if "iou_per_class" in s:
             sec.table([{"class": k, "IoU": v} for k, v in s["iou_per_class"].items()], heat=["IoU"])
         sec.table(
-            [{"class": k, **v} for k, v in s["seg_grad_cam"].items()],
-            "Seg-Grad-CAM energy inside the class's true region.",
+            [
+                {
+                    "class": k,
+                    **v,
+                    "verdict": verdict(v.get("energy_in_class"), v.get("chance")),
+                }
+                for k, v in s["seg_grad_cam"].items()
+            ],
+            "Seg-Grad-CAM energy inside the class's true region, against the region's share of "
+            "the image (chance: the energy of a uniform map).",
         )
     if "attribute_control" in m and "per_attribute" in m["attribute_control"]:
         a = m["attribute_control"]
         sec = report.section("CVAE attribute control")
-        sec.text(f"Mean flip rate {a['mean_flip_rate']:.3f}; judge: {a['judge']}.")
+        sec.text(
+            f"Mean flip rate {a['mean_flip_rate']:.3f}; judge: {a['judge']}. The chance level "
+            "of a flip rate is the rate of the unedited reconstruction (what a CVAE that "
+            "ignores its condition scores)."
+        )
         sec.table(
-            [{"attribute": k, **v} for k, v in a["per_attribute"].items()], heat=["flip_rate"]
+            [
+                {
+                    "attribute": k,
+                    **v,
+                    "verdict": verdict(
+                        v.get("flip_rate"),
+                        v.get("unedited_rate"),
+                        "offset",
+                        at_chance="the edit does not show",
+                    ),
+                }
+                for k, v in a["per_attribute"].items()
+            ],
+            heat=["flip_rate"],
         )
 
 
@@ -472,8 +699,11 @@ def _chosen(m: dict[str, Any]) -> tuple[str, str]:
 
 
 def _agreement(a: torch.Tensor, b: torch.Tensor) -> str:
+    """Spearman of two maps (H, W) and its verdict, e.g. "-0.48 (anti-correlated)"."""
     rho = float(rank_correlation(a[None, None], b[None, None])[0, 0])
-    return "n/a" if rho != rho else f"{rho:.2f}"
+    if rho != rho:
+        return "n/a"
+    return f"{rho:.2f} ({correlation_verdict(rho).short})"
 
 
 def _where_it_acts(report: Report, b: RunData, m: dict[str, Any]) -> None:
@@ -495,6 +725,20 @@ def _where_it_acts(report: Report, b: RunData, m: dict[str, Any]) -> None:
             else f"the best compared layer is {layer} ({best_method})."
         )
     )
+    shown = next(
+        (r for r in loc["comparison"] if (r["layer"], r["method"]) == (layer, best_method)), None
+    )
+    if shown is not None:
+        sec.verdict(
+            f"At {layer} ({best_method}), the heatmaps' pointing game "
+            f"{_fmt(shown.get('pointing_game'))} against chance {_fmt(shown.get('chance'))}",
+            verdict(shown.get("pointing_game"), shown.get("chance"), at_chance=HEATMAP_AT_CHANCE),
+        )
+        sec.verdict(
+            "their rank correlation with the effect map "
+            f"{_fmt(shown.get('spearman_cam_effect'))} (chance 0)",
+            correlation_verdict(shown.get("spearman_cam_effect")),
+        )
     dec = m["decoder"]
     units = [u for u in m["ranking"]["by_kl"] if u in dec["units"]][:4] or m["ranking"]["by_kl"][:4]
     x = b.images[:1]
@@ -521,9 +765,9 @@ def _where_it_acts(report: Report, b: RunData, m: dict[str, Any]) -> None:
         captions.append(
             [
                 "",
-                f"rho eff {_agreement(p, e)} dec {_agreement(p, d)}",
-                f"rho eff {_agreement(q, e)} dec {_agreement(q, d)}",
-                f"rho dec {_agreement(e, d)}",
+                f"ρ eff {_agreement(p, e)}\nρ dec {_agreement(p, d)}",
+                f"ρ eff {_agreement(q, e)}\nρ dec {_agreement(q, d)}",
+                f"ρ dec {_agreement(e, d)}",
                 "",
             ]
         )
@@ -547,7 +791,10 @@ def _where_it_acts(report: Report, b: RunData, m: dict[str, Any]) -> None:
             "method": r["method"],
             "map": "fused" if r["layer"] == FUSION else "x".join(map(str, r["map_size"])),
             "paper's": "yes" if r["layer"] == paper else "",
-            **{k: r[k] for k in SCORE_KEYS},
+            "shown": "yes" if (r["layer"], r["method"]) == (layer, best_method) else "",
+            **{COLUMN_NAMES.get(k, k): r[k] for k in SCORE_KEYS},
+            "pointing vs chance": _short(verdict(r.get("pointing_game"), r.get("chance"))),
+            "map vs effect": _short(correlation_verdict(r.get("spearman_cam_effect"))),
         }
         for r in loc["comparison"]
     ]
@@ -558,7 +805,15 @@ def _where_it_acts(report: Report, b: RunData, m: dict[str, Any]) -> None:
         "(Wang et al. 2020), pointing game (Zhang et al. 2016) and its chance level (the "
         "region's area), Spearman and top-10% IoU with the effect map, Spearman with the "
         "decoder gradient map.",
-        heat=["energy_in_part", "pointing_game", "spearman_cam_effect", "spearman_cam_decoder"],
+        heat=[
+            COLUMN_NAMES[k]
+            for k in (
+                "energy_in_part",
+                "pointing_game",
+                "spearman_cam_effect",
+                "spearman_cam_decoder",
+            )
+        ],
     )
     if len(loc["comparison"]) > 1:
         sec.figure(_png(plots.layer_method_comparison(loc["comparison"], paper)))
@@ -578,6 +833,7 @@ def _where_it_acts(report: Report, b: RunData, m: dict[str, Any]) -> None:
             "Share of each unit's map mass per face region, from the encoder (Grad-CAM) and "
             "from the decoder (gradient of the output); matrix agreement (Pearson over all "
             f"active units) {_fmt(agreement)}, {_fmt(dec.get('matrix_agreement_centred'))} "
+            f"({correlation_verdict(dec.get('matrix_agreement_centred')).short}) "
             "after removing each region's mean share (the part sizes, which alone make any two "
             "such matrices correlate); mean per-unit "
             f"Spearman(Grad-CAM, decoder map) {_fmt(dec['spearman_cam_decoder_mean'])}.",
@@ -589,11 +845,37 @@ def _where_it_acts(report: Report, b: RunData, m: dict[str, Any]) -> None:
             ],
             "Which units drive each part: ranked by decoder-gradient mass in the part / part area.",
         )
-    default = loc["layers"].get(paper) or next(iter(loc["layers"].values()))
-    sec.table(
-        default["per_unit"],
-        f"Top units by KL at {paper if paper in loc['layers'] else next(iter(loc['layers']))}.",
+    at = (
+        layer
+        if layer in loc["layers"]
+        else paper
+        if paper in loc["layers"]
+        else next(iter(loc["layers"]))
     )
+    sec.table(
+        unit_rows(loc["layers"][at]["per_unit"]),
+        f"Top units by KL at {at} ({method}): where each unit's map lands against the region it "
+        "moves (chance: the region's area) and against its effect map.",
+    )
+
+
+def unit_rows(per_unit: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``localisation.layers[L].per_unit`` rows with their verdicts: the pointing game
+    against the region's area, and the map's rank correlation with the unit's effect map."""
+    rows = []
+    for r in per_unit:
+        row = dict(r)
+        if "pointing_game" in r:
+            row["verdict"] = _short(verdict(r.get("pointing_game"), r.get("chance")))
+        if "spearman_cam_effect" in r:
+            row["map vs effect"] = _short(correlation_verdict(r.get("spearman_cam_effect")))
+        rows.append(row)
+    return rows
+
+
+def _short(judged: Verdict) -> Verdict:
+    """The verdict with its first clause only, for a table cell ("at chance")."""
+    return judged._replace(text=judged.short)
 
 
 def _fmt(value: float | None) -> str:
@@ -601,7 +883,7 @@ def _fmt(value: float | None) -> str:
 
 
 def _png(fig: Any) -> bytes:
-    return figure_png_bytes(fig, dpi=110)
+    return figure_png_bytes(fig, dpi=DPI, max_width=MAX_WIDTH)
 
 
 __all__ = ["build_report"]

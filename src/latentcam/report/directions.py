@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from latentcam import plots
+from latentcam.concepts import pointing_verdict
 from latentcam.data.classes import ATTRIBUTE_IDS, ATTRIBUTE_NAMES
 from latentcam.explain.cam import normalise, upsample
 from latentcam.explain.directions import Direction, DirectionSet, part_ids, unit_direction
@@ -297,7 +298,8 @@ def score_rows(
 
 def _scores(scores: Mapping[str, Any]) -> dict[str, Any]:
     row = {column: scores.get(key) for key, column in SCORE_COLUMNS}
-    row["verdict"] = str(scores.get("verdict", "")).split(":")[0]
+    judged = pointing_verdict(scores)
+    row["verdict"] = judged._replace(text=judged.short)  # a Verdict: the cell is coloured
     return row
 
 
@@ -345,13 +347,13 @@ def _caption(name: str, entry: Mapping[str, Any], image: int, batch: RunData, ki
         text += (
             f" Direction at {best['layer']} ({best['method']}): pointing game "
             f"{_pct(best.get('pointing_game'))} against chance {_pct(best.get('chance'))} "
-            f"(cell {_pct(best.get('cell_chance'))}): {best.get('verdict')}."
+            f"(cell {_pct(best.get('cell_chance'))}): {pointing_verdict(best).text}."
         )
     if unit and entry.get("best_unit"):
         own = unit.get("own_best", {})
         text += (
             f" Best single unit ({_unit_name(entry['best_unit'])}) there: "
-            f"{_pct(unit.get('pointing_game'))}, {unit.get('verdict')}; at its own best "
+            f"{_pct(unit.get('pointing_game'))}, {pointing_verdict(unit).text}; at its own best "
             f"({own.get('layer')}, {own.get('method')}) {_pct(own.get('pointing_game'))}."
         )
     return text

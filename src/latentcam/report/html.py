@@ -19,6 +19,8 @@ import numpy as np
 from PIL import Image
 
 from latentcam.io import atomic_write
+from latentcam.report.trust import Glance
+from latentcam.verdicts import Verdict
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("latentcam.report", "templates"),
@@ -33,6 +35,9 @@ class Figure:
     src: str  # data URI
     caption: str
     width: int | None = None  # display width in CSS pixels (None = natural, capped by the page)
+    # pixel art (faces, heatmaps) keeps hard pixels when the page enlarges it; charts never
+    pixelated: bool = False
+    native: bool = False  # shown at its own width (the page scrolls sideways), never shrunk
 
 
 @dataclass
@@ -41,6 +46,7 @@ class Table:
     rows: list[list[str]]
     caption: str
     shades: list[list[float | None]] | None = None  # 0..1 per cell for a heat-table background
+    levels: list[list[str]] | None = None  # per cell: a Verdict's level ("above", "at" ...) or ""
 
 
 @dataclass
@@ -59,11 +65,24 @@ class Section:
         self.blocks.append(("link", (href, text)))
         return self
 
+    def verdict(self, label: str, judged: Verdict) -> Section:
+        """Add a paragraph "label: verdict", coloured by the verdict's level."""
+        self.blocks.append(("verdict", (label, judged)))
+        return self
+
     def figure(
-        self, image: str | Path | np.ndarray | bytes, caption: str = "", width: int | None = None
+        self,
+        image: str | Path | np.ndarray | bytes,
+        caption: str = "",
+        width: int | None = None,
+        pixelated: bool = False,
+        native: bool = False,
     ) -> Section:
-        """Add an image: a PNG/GIF/JPEG path, encoded bytes, or a uint8 (H, W[, 3]) array."""
-        self.blocks.append(("figure", Figure(data_uri(image), caption, width)))
+        """Add an image: a PNG/GIF/JPEG path, encoded bytes, or a uint8 (H, W[, 3]) array.
+        Charts are drawn at the size they are shown (``width`` None: natural width);
+        ``pixelated`` only for pixel art that the page may enlarge; ``native`` for images
+        that must keep their own width (strips with labels, GIFs)."""
+        self.blocks.append(("figure", Figure(data_uri(image), caption, width, pixelated, native)))
         return self
 
     def table(
@@ -74,16 +93,21 @@ class Section:
         heat: Sequence[str] = (),
         digits: int = 3,
     ) -> Section:
-        """Add a table from dicts; columns named in ``heat`` get a background shade by value."""
-        cols = list(columns or (rows[0].keys() if rows else []))
+        """Add a table from dicts; columns named in ``heat`` get a background shade by value;
+        a :class:`~latentcam.verdicts.Verdict` cell shows its text, coloured by level."""
+        cols = list(columns or dict.fromkeys(k for r in rows for k in r))  # every row's keys
         cells = [[_fmt(r.get(c), digits) for c in cols] for r in rows]
+        levels = [
+            [v.level if isinstance(v := r.get(c), Verdict) else "" for c in cols] for r in rows
+        ]
         shades = None
         if heat:
             shades = []
             spans = {c: _span([r.get(c) for r in rows]) for c in heat}
             for r in rows:
                 shades.append([_shade(r.get(c), spans[c]) if c in spans else None for c in cols])
-        self.blocks.append(("table", Table(cols, cells, caption, shades)))
+        judged = levels if any(any(row) for row in levels) else None
+        self.blocks.append(("table", Table(cols, cells, caption, shades, judged)))
         return self
 
 
@@ -92,6 +116,8 @@ class Report:
     title: str
     subtitle: str = ""
     sections: list[Section] = field(default_factory=list)
+    banner: list[str] = field(default_factory=list)  # undertraining warnings, shown first
+    glance: Glance | None = None  # the "at a glance" box under the banner
 
     def section(self, title: str) -> Section:
         anchor = "s" + str(len(self.sections) + 1)
@@ -133,6 +159,8 @@ def data_uri(image: str | Path | np.ndarray | bytes) -> str:
 def _fmt(value: Any, digits: int) -> str:
     if value is None:
         return "–"
+    if isinstance(value, Verdict):
+        return value.text
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float | np.floating):

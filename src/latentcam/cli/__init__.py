@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from latentcam.errors import LatentcamError
+from latentcam.errors import LatentcamError, one_line
 
 #: Modules under ``latentcam.cli`` that add sub-commands, in the order of ``--help``.
 COMMAND_MODULES = (
@@ -37,7 +37,7 @@ class _Parser(argparse.ArgumentParser):
     argparse alone prints the usage block first)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see: {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except LatentcamError as err:
-        print(f"latentcam {args.command}: error: {err}", file=sys.stderr)
+        print(f"latentcam {args.command}: error: {one_line(str(err))}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print(f"latentcam {args.command}: interrupted", file=sys.stderr)

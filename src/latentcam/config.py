@@ -149,6 +149,9 @@ def _fail(err: OmegaConfBaseException, source: str) -> ConfigError:
     return ConfigError(f"invalid config{where}: {what}")
 
 
+#: The sections of a config file, as in :class:`RunConfig`.
+SECTIONS = ("model", "data", "train")
+
 #: How a YAML config file must look, for the messages about one that does not.
 _CONFIG_SHAPE = (
     "a config file is a mapping of sections, e.g. 'train: {lr: 0.001}' "
@@ -211,9 +214,11 @@ def read_config_file(path: str | Path) -> DictConfig:
         raise _yaml_error(err, path) from None
     assert isinstance(loaded, DictConfig)
     for key, value in list(loaded.items_ex(resolve=False)):
+        if key not in SECTIONS:
+            continue  # an unknown key: the merge names it
         if value is None:  # an empty section ("train:") overrides nothing
             del loaded[key]
-        elif key in ("model", "data", "train") and not OmegaConf.is_dict(value):
+        elif not OmegaConf.is_dict(value):
             raise ConfigError(
                 f"config file {path}: section '{key}' must be a mapping of keys, got "
                 f"{value!r}; {_CONFIG_SHAPE}"
@@ -270,7 +275,7 @@ def load_config(
     try:
         cfg = OmegaConf.to_object(merged)  # resolves ${...} interpolations
     except OmegaConfBaseException as err:
-        raise _fail(err, "the config") from None
+        raise _fail(err, "the config files and key=value overrides") from None
     assert isinstance(cfg, RunConfig)
     validate(cfg)
     return cfg

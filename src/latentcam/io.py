@@ -217,8 +217,9 @@ def decode_text(raw: bytes) -> str:
 
 
 def broken_link(path: str | Path) -> str | None:
-    """Why ``path``, a symbolic link, leads to nothing: ``"a symbolic link loop ..."`` or
-    ``"a symbolic link to a missing file ..."``; None when it is no link or its target exists."""
+    """Why ``path``, a symbolic link, leads to nothing: ``"a symbolic link loop ..."``,
+    ``"a symbolic link to a missing file (TARGET: ...)"`` (or to one it cannot reach);
+    None when ``path`` is no link or its target can be reached."""
     if not os.path.islink(path):
         return None
     try:
@@ -226,7 +227,8 @@ def broken_link(path: str | Path) -> str | None:
     except OSError as err:
         if err.errno == errno.ELOOP:
             return "a symbolic link loop (it leads back to itself)"
-        return f"a symbolic link to a missing file ({os.readlink(path)}: {err.strerror})"
+        what = "a missing file" if err.errno == errno.ENOENT else "a file it cannot reach"
+        return f"a symbolic link to {what} ({os.readlink(path)}: {err.strerror})"
     return None
 
 

@@ -131,8 +131,14 @@ def test_a_file_name_with_control_characters_is_shown_escaped(
     make_data: Any, cache_dir: Path
 ) -> None:
     w = make_data.folder(sizes=((16, 16),) * 2)
-    (w.root / "bad\n\x1b[31m.png").write_bytes(b"not an image")
+    odd = w.root / "bad\n\x1b[31m.png"
+    odd.write_bytes(b"not an image")
     with pytest.raises(DataError) as err:
         _load(w.root, cache_dir)
     assert str(err.value).startswith(f"{w.root}/bad\\n\\x1b[31m.png: not a readable image")
     assert str(err.value).isprintable()
+    make_data.save_image(odd, w.images[0])  # a good image of that name loads, and caches
+    for _ in range(2):
+        data = _load(w.root, cache_dir)
+        assert data.names == [odd.name, *w.names]  # in name order
+        np.testing.assert_array_equal(data.images[0], w.images[0])

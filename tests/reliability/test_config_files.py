@@ -52,6 +52,9 @@ def test_an_empty_file_or_section_overrides_nothing(tmp_path: Path) -> None:
     assert load_config([tmp_path / "empty.yaml"]) == load_config()
     cfg = load_config([tmp_path / "section.yaml"])
     assert cfg.model.latent_dim == 9 and cfg.train == load_config().train
+    (tmp_path / "unknown.yaml").write_text("optim:\n")  # an unknown key, even empty, is an error
+    with pytest.raises(ConfigError, match="config key 'optim' in .*unknown.yaml: Key 'optim'"):
+        load_config([tmp_path / "unknown.yaml"])
 
 
 def _check(path: Path) -> None:

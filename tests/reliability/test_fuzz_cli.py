@@ -21,15 +21,19 @@ is missing and synth's and demo's ``--out`` lies under a file, so an accepted va
 - write nothing outside its ``--out`` (the test folder's tree, before and after).
 
 Examples per option: ``LATENTCAM_RELIABILITY_EXAMPLES`` (default 5), as in test_bad_data.py.
+With ``LATENTCAM_RELIABILITY_TALLY=FOLDER`` the outcomes are counted in
+``FOLDER/fuzz_cli-<worker>.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
 import string
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import fields
 from pathlib import Path
@@ -135,6 +139,24 @@ VALUES = st.one_of(
 )
 
 
+#: Outcome -> calls, over every call this process made (LATENTCAM_RELIABILITY_TALLY).
+TALLY: Counter[str] = Counter()
+REFUSED_BY_TYPE = "exit 2: refused by the option's type (argument --option: ...)"
+REFUSED_LATER = "exit 2: refused by a later check (config validation, a range, --threads)"
+ACCEPTED = "exit 2: value accepted, the missing input reached"
+EXIT_0 = "exit 0"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _write_tally() -> Iterator[None]:
+    yield
+    folder = os.environ.get("LATENTCAM_RELIABILITY_TALLY")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        (Path(folder) / f"fuzz_cli-{worker}.json").write_text(json.dumps(dict(TALLY), indent=1))
+
+
 def snapshot(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
 
@@ -191,12 +213,20 @@ def test_numeric_option(
     new = {p for p in snapshot(tmp) - before if not (tmp / p).is_relative_to(out)}
     assert not new and not places["missing"].exists(), new  # nothing outside --out
     if code == 0:
+        TALLY[EXIT_0] += 1
         return
     assert len(lines) == 1 and lines[0].isprintable(), captured.err
     message = lines[0]
     assert message.startswith(f"latentcam {option.command}: error: ") or message.startswith(
         f"latentcam {option.command.split()[0]}: error: "
     ), message
+    TALLY[
+        REFUSED_BY_TYPE
+        if f"argument {option.flag}: " in message
+        else ACCEPTED
+        if REACHED_THE_INPUT.search(message)
+        else REFUSED_LATER
+    ] += 1
     if option.is_config_key:
         try:
             cfg = load_config(["tiny"], [f"{option.flag}={value}", "data.synth_n=96"])

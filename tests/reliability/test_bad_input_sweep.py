@@ -192,6 +192,7 @@ SWEEP: list[Bad] = [
     Bad("not a number", "demo --out {out} --minutes ten"),
     Bad("not a number", "data info {data} --size 32.5"),
     Bad("not a number", "sample {cvae} --out {out} --set Smiling=0x1"),
+    Bad("not a number", "sample {run} --out {out} --n=--"),  # argparse gave [] to the handler
     # config files: YAML that is broken, or is not a mapping of sections; bad overrides
     Bad("config file", "train --config {yaml_syntax} --out {out}"),
     Bad("config file", "train --config {yaml_duplicate} --out {out}"),

@@ -13,7 +13,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from latentcam.errors import LatentcamError, one_line
 
@@ -35,6 +35,13 @@ COMMAND_MODULES = (
 class _Parser(argparse.ArgumentParser):
     """argparse that exits with status 2 and one line on bad usage (its default status too;
     argparse alone prints the usage block first)."""
+
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> Any:
+        # argparse drops a "--" value (``--n=--``) and hands the option [] without calling
+        # its type; give the type the "--" to refuse, like any other value
+        if action.option_strings and action.nargs is None and arg_strings == ["--"]:
+            return self._get_value(action, "--")
+        return super()._get_values(action, arg_strings)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {one_line(message)} (see: {self.prog} --help)\n")

@@ -6,27 +6,28 @@ parts on a lower layer: two parts on one layer are siblings and import neither e
 nor anything above them. The layers, bottom to top:
 
 0. ``errors``: the exception types every message goes through.
-1. ``io`` (atomic writes, JSON, output checks) and ``config`` (the typed run config): they
-   read nothing of the package but the errors.
-2. ``data`` (datasets, layouts, the synthetic faces) and the figure helpers ``figures``
+1. ``io`` (atomic writes, JSON, text decoding, output checks): reads nothing of the package
+   but the errors.
+2. ``config`` (the typed run config): reads its files through ``io``.
+3. ``data`` (datasets, layouts, the synthetic faces) and the figure helpers ``figures``
    (images, grids, overlays) and ``plots`` (matplotlib charts): plain arrays in, pictures
    out, so that every layer above can draw without reaching up into ``report``; and
    ``verdicts`` (a score read against its chance level in plain words), which ``concepts``,
    ``evaluate``, ``report`` and ``demo`` all speak.
-3. ``models``: the networks, their protocol, the registry and the adapters.
-4. ``checkpoint``: loading a run (checkpoint or adapted-model folder) into a model. It sits
+4. ``models``: the networks, their protocol, the registry and the adapters.
+5. ``checkpoint``: loading a run (checkpoint or adapted-model folder) into a model. It sits
    below ``training`` so that explaining a run never imports Lightning.
-5. ``runs`` (a loaded run with a batch of its data, the run's dataset split) and
+6. ``runs`` (a loaded run with a batch of its data, the run's dataset split) and
    ``generate`` (sample, reconstruct, pictures of a decoder's output): what every tool that
    works on a run shares.
-6. ``explain`` (the CAM engine, traversals, metrics) and ``training`` (losses, the Lightning
+7. ``explain`` (the CAM engine, traversals, metrics) and ``training`` (losses, the Lightning
    module and data module): siblings; neither needs the other.
-7. ``concepts``: latent directions found and scored on a run, with the engine.
-8. ``evaluate``: the metrics of a run, built on explain and concepts.
-9. ``report``: the HTML report of a run, drawn from evaluate's results.
-10. ``app``: the interactive explorer, which draws with report's pieces.
-11. ``sweep`` and ``demo``: whole jobs (train, evaluate, report) put together.
-12. ``cli``: parses arguments and calls everything below; ``__main__`` runs it.
+8. ``concepts``: latent directions found and scored on a run, with the engine.
+9. ``evaluate``: the metrics of a run, built on explain and concepts.
+10. ``report``: the HTML report of a run, drawn from evaluate's results.
+11. ``app``: the interactive explorer, which draws with report's pieces.
+12. ``sweep`` and ``demo``: whole jobs (train, evaluate, report) put together.
+13. ``cli``: parses arguments and calls everything below; ``__main__`` runs it.
 
 The root package ``latentcam`` is left out: its ``__getattr__`` is the lazy public facade
 (``latentcam.load_model``, ``adapt``, ``wrap``), and what the parts import from it is
@@ -56,25 +57,25 @@ PACKAGE_DIR = Path(latentcam.__file__).resolve().parent
 LAYERS: dict[str, int] = {
     "errors": 0,
     "io": 1,
-    "config": 1,
-    "data": 2,
-    "figures": 2,
-    "plots": 2,
-    "verdicts": 2,
-    "models": 3,
-    "checkpoint": 4,
-    "runs": 5,
-    "generate": 5,
-    "explain": 6,
-    "training": 6,
-    "concepts": 7,
-    "evaluate": 8,
-    "report": 9,
-    "app": 10,
-    "sweep": 11,
-    "demo": 11,
-    "cli": 12,
-    "__main__": 13,
+    "config": 2,
+    "data": 3,
+    "figures": 3,
+    "plots": 3,
+    "verdicts": 3,
+    "models": 4,
+    "checkpoint": 5,
+    "runs": 6,
+    "generate": 6,
+    "explain": 7,
+    "training": 7,
+    "concepts": 8,
+    "evaluate": 9,
+    "report": 10,
+    "app": 11,
+    "sweep": 12,
+    "demo": 12,
+    "cli": 13,
+    "__main__": 14,
 }
 
 #: Parts whose in-function imports of latentcam modules are deferrals by design.

@@ -21,6 +21,7 @@ import torch
 
 from latentcam.config import DataConfig, ModelConfig, RunConfig, load_config, to_dict
 from latentcam.errors import CheckpointError, ConfigError, InputError
+from latentcam.io import TENSORS_ONLY, broken_link, pickled_objects
 from latentcam.models.base import GenerativeModel
 from latentcam.models.registry import build_model
 from latentcam.models.saved import is_adapter_run, legacy_kind, load_adapted, read_spec, state_diff
@@ -90,6 +91,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
             f"no checkpoint in {path}: expected {path / 'checkpoints' / 'best.ckpt'} or "
             f"last.ckpt; train a model into this folder first (latentcam train --out {path})"
         )
+    reason = broken_link(path)
+    if reason is not None:
+        raise CheckpointError(f"checkpoint {path} is {reason}; fix or remove the link")
     raise CheckpointError(f"checkpoint not found: {path}; give a .ckpt file or a run folder")
 
 
@@ -123,7 +127,20 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     ckpt_path = resolve_checkpoint(path)
     try:
         # mmap: reading only the config of a large checkpoint stays cheap
-        checkpoint = torch.load(ckpt_path, map_location=map_location, weights_only=True, mmap=True)
+        try:
+            checkpoint = torch.load(
+                ckpt_path, map_location=map_location, weights_only=True, mmap=True
+            )
+        except RuntimeError as err:  # not a zip file: a cut one, or a plain pickle
+            with open(ckpt_path, "rb") as fh:
+                is_pickle = fh.read(1) == b"\x80"  # pickle's PROTO opcode; a zip starts "PK"
+            if "mmap can only be used" not in str(err) or not is_pickle:
+                raise
+            raise CheckpointError(
+                f"{ckpt_path} is a Python pickle (or an old torch.save format), not a "
+                f"latentcam checkpoint: {TENSORS_ONLY}; give a checkpoint written by "
+                "`latentcam train`"
+            ) from None
     except PermissionError:
         raise CheckpointError(
             f"cannot read checkpoint {ckpt_path}: permission denied; check the file's permissions"
@@ -140,6 +157,13 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
         AttributeError,
         ArithmeticError,
     ) as err:
+        found = pickled_objects(err)
+        if found:
+            raise CheckpointError(
+                f"{ckpt_path} holds {found}, not only tensors: {TENSORS_ONLY}; give a "
+                "checkpoint written by `latentcam train`, or import the model's state dict "
+                "(torch.save(model.state_dict(), FILE)) with `latentcam import --weights`"
+            ) from None
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
             f"cannot read checkpoint {ckpt_path}: the file is truncated or corrupt ({first}); "

@@ -8,16 +8,19 @@ which therefore describes itself.
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+import yaml
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from latentcam.errors import ConfigError
+from latentcam.io import TextEncodingError, broken_link, decode_text
 
 MODEL_KINDS = ("vae", "cvae", "segvae")
 
@@ -35,6 +38,9 @@ def resolve_config_file(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
+    reason = broken_link(path)
+    if reason is not None:
+        raise ConfigError(f"config file {path} is {reason}; fix or remove the link")
     recipe = RECIPES_DIR / f"{name_or_path}.yaml"
     if recipe.is_file():
         return recipe
@@ -143,6 +149,83 @@ def _fail(err: OmegaConfBaseException, source: str) -> ConfigError:
     return ConfigError(f"invalid config{where}: {what}")
 
 
+#: The sections of a config file, as in :class:`RunConfig`.
+SECTIONS = ("model", "data", "train")
+
+#: How a YAML config file must look, for the messages about one that does not.
+_CONFIG_SHAPE = (
+    "a config file is a mapping of sections, e.g. 'train: {lr: 0.001}' "
+    "(sections: model, data, train)"
+)
+
+
+def _yaml_error(err: yaml.YAMLError, path: Path) -> ConfigError:
+    """One line for a YAML syntax error, duplicate key or tag in ``path``: what, where, fix."""
+    problem = str(getattr(err, "problem", None) or err).strip().splitlines()[0]
+    context = getattr(err, "context", None)
+    if context and problem.startswith("but "):  # "expected a single document ..., but found"
+        problem = f"{context}, {problem}"
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    if "duplicate key" in problem:
+        fix = "keep one of the two"
+    elif "constructor for the tag" in problem:
+        tag = problem.split("tag", 1)[1].strip().strip("'").replace("tag:yaml.org,2002:", "!!")
+        problem = f"the YAML tag {tag} is not allowed, configs hold plain values only"
+        fix = "remove the tag"
+    elif "expansion exceeds" in problem:
+        problem = "too many YAML aliases (*name) expand"
+        fix = "write the values out"
+    else:
+        fix = "fix the YAML there (indent with spaces, quote values that hold ':' or '#')"
+    return ConfigError(f"cannot parse config file {path}{where}: {problem}; {fix}")
+
+
+def read_config_file(path: str | Path) -> DictConfig:
+    """Read one YAML config file (text as :func:`latentcam.io.decode_text` reads it) as a
+    DictConfig.
+
+    Parsed by OmegaConf's loader (YAML 1.2 floats such as ``1e-3``, duplicate keys refused,
+    a cap on alias expansion); tags that construct objects (``!!python/object``) are refused.
+
+    Raises:
+        ConfigError: one line naming the file, what is wrong and the fix, for a file that
+            cannot be read, is not UTF-8 text, is not valid YAML, has a duplicate key or a
+            tag, or holds a list or a single value instead of a mapping of sections.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(
+            f"cannot read config file {path}: {err.strerror}; check the path and its permissions"
+        ) from None
+    try:
+        text = decode_text(raw)
+    except TextEncodingError as err:
+        raise ConfigError(f"config file {path} {err}") from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)  # the shape, before any value is built
+        if root is not None and not isinstance(root, yaml.MappingNode):
+            found = "a list" if isinstance(root, yaml.SequenceNode) else "a single value"
+            raise ConfigError(f"config file {path} holds {found}, not a mapping; {_CONFIG_SHAPE}")
+        loaded = OmegaConf.load(io.StringIO(text))
+    except yaml.YAMLError as err:
+        raise _yaml_error(err, path) from None
+    assert isinstance(loaded, DictConfig)
+    for key, value in list(loaded.items_ex(resolve=False)):
+        if key not in SECTIONS:
+            continue  # an unknown key: the merge names it
+        if value is None:  # an empty section ("train:") overrides nothing
+            del loaded[key]
+        elif not OmegaConf.is_dict(value):
+            raise ConfigError(
+                f"config file {path}: section '{key}' must be a mapping of keys, got "
+                f"{value!r}; {_CONFIG_SHAPE}"
+            )
+    return loaded
+
+
 def load_config(
     files: Sequence[str | Path] = (),
     overrides: Sequence[str] = (),
@@ -170,21 +253,29 @@ def load_config(
     for f in files:
         path = resolve_config_file(f)
         try:
-            merged = OmegaConf.merge(merged, OmegaConf.load(path))
+            merged = OmegaConf.merge(merged, read_config_file(path))
         except OmegaConfBaseException as err:
             raise _fail(err, str(path)) from None
-        except Exception as err:  # YAML syntax errors come from yaml, not omegaconf
-            raise ConfigError(f"cannot parse config file {path}: {err}") from None
     bad = [o for o in overrides if "=" not in o]
     if bad:
         raise ConfigError(
             f"override '{bad[0]}' is not of the form key=value (e.g. model.latent_dim=15)"
         )
+    for override in overrides:
+        try:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([override]))
+        except OmegaConfBaseException as err:
+            raise _fail(err, "the command line") from None
+        except yaml.YAMLError as err:  # the value is parsed as YAML: "train.lr=[1"
+            what = str(getattr(err, "problem", None) or err).strip().splitlines()[0]
+            raise ConfigError(
+                f"override '{override}' has a value that is not valid YAML ({what}); give a "
+                "plain number or word, e.g. train.lr=3e-4"
+            ) from None
     try:
-        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        cfg = OmegaConf.to_object(merged)  # resolves ${...} interpolations
     except OmegaConfBaseException as err:
-        raise _fail(err, "the command line") from None
-    cfg = OmegaConf.to_object(merged)
+        raise _fail(err, "the config files and key=value overrides") from None
     assert isinstance(cfg, RunConfig)
     validate(cfg)
     return cfg

@@ -8,10 +8,21 @@ alone and exits with status 2; nothing in the library catches and hides them.
 from __future__ import annotations
 
 
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other control characters shown as escapes (``\\n``,
+    ``\\x1b``), so that a message naming a file called ``"a\\nb.png"`` stays one line and
+    cannot drive the terminal; other characters (``é``, ``顔``) are kept."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
 class LatentcamError(Exception):
-    """Base class of every user-facing error (exit status 2 on the command line)."""
+    """Base class of every user-facing error (exit status 2 on the command line). Its
+    message is always one line (:func:`one_line`), whatever file names it quotes."""
 
     exit_code = 2
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(one_line(a) if isinstance(a, str) else a for a in args))
 
 
 class DataError(LatentcamError):

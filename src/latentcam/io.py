@@ -24,6 +24,7 @@ import errno
 import json
 import logging
 import os
+import pickle
 import re
 import secrets
 import shutil
@@ -155,6 +156,82 @@ def check_output(
     return out
 
 
+#: Why latentcam refuses a file that holds pickled objects: unpickling one can run any code.
+TENSORS_ONLY = "latentcam loads tensors only (unpickling an object can run any code)"
+_PICKLE_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\w+(?:\.\w+)+)")
+
+
+def pickled_objects(err: BaseException) -> str | None:
+    """What a safe load refused, for the message: ``"a pickled __main__.Thing"`` when
+    ``torch.load(weights_only=True)`` met a class (``module.Name``) it does not allow,
+    ``"a NumPy array of Python objects"`` when ``np.load(allow_pickle=False)`` met one;
+    None for other errors (a truncated or damaged file)."""
+    text = str(err)
+    if isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in text:
+        found = _PICKLE_GLOBAL.search(text)  # else damaged bytes (an unknown opcode ...)
+        return f"a pickled {found[1]}" if found else None
+    if isinstance(err, ValueError) and "allow_pickle=False" in text:
+        return "a NumPy array of Python objects"
+    return None
+
+
+class TextEncodingError(ValueError):
+    """Bytes that :func:`decode_text` cannot read; the message (no file name) says why and
+    what to do, to follow the file's path: ``f"{path} {err}"``."""
+
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def decode_text(raw: bytes) -> str:
+    """The text of a file written by a person or another tool: UTF-8, with or without a
+    byte-order mark, or UTF-16 with its byte-order mark (as Windows editors save it).
+    Line ends (LF, CRLF, CR) all become LF.
+
+    Raises:
+        TextEncodingError: anything else: bytes that are not UTF-8 (latin-1, cp1252), or
+            UTF-16 without a byte-order mark (NUL bytes in the text).
+    """
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        try:
+            text = raw.decode("utf-16")
+        except UnicodeDecodeError:
+            raise TextEncodingError(
+                "starts like UTF-16 (a byte-order mark) but is not UTF-16 text; save it as UTF-8"
+            ) from None
+    else:
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as err:
+            line = raw[: err.start].count(b"\n") + 1
+            raise TextEncodingError(
+                f"is not UTF-8 text (byte 0x{raw[err.start]:02x} on line {line}: latin-1 or "
+                "another 8-bit encoding?); save it as UTF-8, e.g. iconv -f latin1 -t utf-8"
+            ) from None
+    if "\x00" in text:
+        raise TextEncodingError(
+            "holds NUL bytes (UTF-16 without a byte-order mark, or not a text file); save it "
+            "as UTF-8 text"
+        )
+    return _LINE_BREAK.sub("\n", text)
+
+
+def broken_link(path: str | Path) -> str | None:
+    """Why ``path``, a symbolic link, leads to nothing: ``"a symbolic link loop ..."``,
+    ``"a symbolic link to a missing file (TARGET: ...)"`` (or to one it cannot reach);
+    None when ``path`` is no link or its target can be reached."""
+    if not os.path.islink(path):
+        return None
+    try:
+        os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "a symbolic link loop (it leads back to itself)"
+        what = "a missing file" if err.errno == errno.ENOENT else "a file it cannot reach"
+        return f"a symbolic link to {what} ({os.readlink(path)}: {err.strerror})"
+    return None
+
+
 def ensure_dir(path: str | Path, what: str = "--out") -> Path:
     """Create ``path`` (and parents) if needed and check that it can be written.
 
@@ -162,6 +239,9 @@ def ensure_dir(path: str | Path, what: str = "--out") -> Path:
         InputError: the path is a file, or the folder cannot be created or written.
     """
     path = Path(path)
+    reason = broken_link(path)
+    if reason is not None:
+        raise InputError(f"{what} {path} is {reason}; remove the link or give another folder")
     if path.exists() and not path.is_dir():
         raise InputError(f"{what} {path} is a file, not a folder; give a folder path")
     try:

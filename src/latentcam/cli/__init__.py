@@ -13,9 +13,9 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from latentcam.errors import LatentcamError
+from latentcam.errors import LatentcamError, one_line
 
 #: Modules under ``latentcam.cli`` that add sub-commands, in the order of ``--help``.
 COMMAND_MODULES = (
@@ -36,8 +36,15 @@ class _Parser(argparse.ArgumentParser):
     """argparse that exits with status 2 and one line on bad usage (its default status too;
     argparse alone prints the usage block first)."""
 
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> Any:
+        # argparse drops a "--" value (``--n=--``) and hands the option [] without calling
+        # its type; give the type the "--" to refuse, like any other value
+        if action.option_strings and action.nargs is None and arg_strings == ["--"]:
+            return self._get_value(action, "--")
+        return super()._get_values(action, arg_strings)
+
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see: {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except LatentcamError as err:
-        print(f"latentcam {args.command}: error: {err}", file=sys.stderr)
+        print(f"latentcam {args.command}: error: {one_line(str(err))}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print(f"latentcam {args.command}: interrupted", file=sys.stderr)

@@ -10,25 +10,41 @@ same process (the tests, or ``main()`` called twice from Python) would fail on i
 from __future__ import annotations
 
 import argparse
+import os
 
 from latentcam.errors import InputError
 
+#: More threads than this per core only add contention (and torch starts them all).
+THREADS_PER_CORE = 4
+
+
+def max_threads() -> int:
+    """The largest ``--threads``: :data:`THREADS_PER_CORE` per CPU core of this machine."""
+    return THREADS_PER_CORE * (os.cpu_count() or 1)
+
 
 def add_threads_flag(p: argparse.ArgumentParser, default: int | None, why: str) -> None:
-    """Add ``--threads N`` to ``p``; ``why`` ends the help (what the default is and why)."""
+    """Add ``--threads N`` to ``p``; ``why`` ends the help (what the default is and why).
+    The range is checked by :func:`check_threads`, in the handler."""
     p.add_argument(
         "--threads", type=int, default=default, metavar="N", help=f"torch CPU threads; {why}"
     )
 
 
 def check_threads(threads: int | None) -> None:
-    """Refuse a thread count below 1 (None: the flag was not given).
+    """Refuse a thread count below 1 or above :func:`max_threads` (None: the flag was not
+    given).
 
     Raises:
-        InputError: ``threads`` < 1.
+        InputError: ``threads`` out of range.
     """
     if threads is not None and threads < 1:
         raise InputError(f"--threads must be at least 1, got {threads}")
+    if threads is not None and threads > max_threads():
+        raise InputError(
+            f"--threads must be at most {max_threads()} ({THREADS_PER_CORE} per CPU core here), "
+            f"got {threads}"
+        )
 
 
 def set_threads(threads: int | None) -> None:

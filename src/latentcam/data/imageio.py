@@ -3,8 +3,9 @@
 Everything here works on one file at a time and returns uint8 NumPy arrays at the
 chosen square size S, ready to be stored in the cache (:mod:`latentcam.data.cache`):
 
-- images are decoded fully (``Image.load()``, so a truncated file is caught), converted to
-  RGB, centre-cropped to a square and resized with antialiasing (Lanczos);
+- images are decoded fully (``Image.load()``, so a truncated file is caught), turned upright
+  by their EXIF orientation, converted to RGB, centre-cropped to a square and resized with
+  antialiasing (Lanczos);
 - masks get the same centre crop and a nearest-neighbour resize, so only valid class ids
   survive. A CelebAMask-HQ image has one binary PNG per present part; they are assembled
   into one 19-class label map where later ids win (Lee et al., CVPR 2020, ``g_mask.py``).
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from latentcam.data.classes import NUM_CLASSES
 from latentcam.errors import DataError
@@ -125,8 +126,13 @@ def nearest_indices(width: int, height: int, size: int) -> tuple[np.ndarray, np.
     return rows, cols
 
 
+#: The EXIF tag that says how a photo is turned (1 upright; 2..8 mirrored and/or turned).
+ORIENTATION_TAG = 0x0112
+
+
 def open_image(path: str | Path, draft_size: int = 0) -> tuple[Image.Image, tuple[int, int]]:
-    """Open and fully decode an image file.
+    """Open and fully decode an image file, upright: an EXIF orientation (a phone's photo
+    stored turned) is applied (``ImageOps.exif_transpose``), as every viewer shows it.
 
     Args:
         path: image file.
@@ -134,7 +140,7 @@ def open_image(path: str | Path, draft_size: int = 0) -> tuple[Image.Image, tupl
             scaling, a factor of 2, 4 or 8) while keeping the short side >= draft_size.
 
     Returns:
-        The decoded PIL image and the file's native (width, height).
+        The decoded PIL image and the file's native (width, height), both upright.
 
     Raises:
         BadFile: the file is missing, not an image, corrupt or truncated.
@@ -154,6 +160,11 @@ def open_image(path: str | Path, draft_size: int = 0) -> tuple[Image.Image, tupl
             scale = draft_size / short
             im.draft(im.mode, (math.ceil(native[0] * scale), math.ceil(native[1] * scale)))
         im.load()  # decode everything: open() alone reads only the header
+        orientation = im.getexif().get(ORIENTATION_TAG, 1)
+        if orientation != 1:  # a camera's photo, stored turned
+            ImageOps.exif_transpose(im, in_place=True)
+            if orientation in (5, 6, 7, 8):  # a quarter turn: width and height swap
+                native = (native[1], native[0])
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         im.close()
         raise BadFile(path, f"corrupt or truncated image ({err})") from None

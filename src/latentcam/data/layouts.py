@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import logging
 import os
@@ -39,6 +40,7 @@ import numpy as np
 from latentcam.data.classes import ATTRIBUTE_IDS, ATTRIBUTE_NAMES, NUM_ATTRIBUTES, PART_IDS
 from latentcam.data.imageio import BadFile, Record, Skipped, is_image_file
 from latentcam.errors import DataError
+from latentcam.io import TextEncodingError, broken_link, decode_text
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,12 @@ class Fingerprint:
         self._digest.update(sizes.tobytes())
         self._digest.update(mtimes.tobytes())
 
+    def add_broken(self, paths: Sequence[str]) -> None:
+        """Account for links that lead nowhere (by name: they have no size or mtime), so that
+        a cache made before such a link appeared is not reused as if nothing changed."""
+        if paths:
+            self._digest.update(("\0".join(paths) + "\0broken").encode("utf-8", "surrogateescape"))
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "num_files": self.num_files,
@@ -127,6 +135,8 @@ class Listing:
         masks: paths of the mask files (CelebAMask-HQ part PNGs or paired class-id PNGs).
         attr_file, partition_file, factor_file, meta_file: annotation files, if present.
         fingerprint: modification state of all the files above.
+        broken: image or mask names that are symbolic links to nothing (a loop, a missing
+            target), as (path, reason); the loader names them, or skips them with skip_bad.
     """
 
     root: Path
@@ -138,6 +148,7 @@ class Listing:
     factor_file: Path | None = None
     meta_file: Path | None = None
     fingerprint: Fingerprint = field(default_factory=Fingerprint)
+    broken: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -175,20 +186,45 @@ class _Table(NamedTuple):
     bad_rows: dict[str, str]
 
 
+def _is_file(entry: os.DirEntry[str], broken: list[tuple[str, str]]) -> bool:
+    """``entry.is_file()``; a link that leads nowhere (a loop raises ELOOP) goes to ``broken``."""
+    try:
+        if entry.is_file():
+            return True
+    except OSError:
+        pass
+    reason = broken_link(entry.path)
+    if reason is not None:
+        broken.append((entry.path, reason))
+    return False
+
+
 def _scan(
-    folder: Path, keep: Callable[[str], bool], fingerprint: Fingerprint, sort: bool = True
+    folder: Path,
+    keep: Callable[[str], bool],
+    fingerprint: Fingerprint,
+    sort: bool = True,
+    broken: list[tuple[str, str]] | None = None,
 ) -> list[str]:
     """Paths of the files (not folders) directly in ``folder`` whose name passes ``keep``.
 
     Plain strings, in natural name order when ``sort``: a listing of the 330,000 files of
     CelebAMask-HQ must stay cheap, since every load (also from the cache) makes one.
+    Entries that pass ``keep`` but are symbolic links to nothing (a loop, a missing target)
+    are added to ``broken`` as (path, reason), so that the loader can name or skip them.
     """
+    broken = [] if broken is None else broken
     try:
         with os.scandir(folder) as it:
-            found = [e for e in it if not e.name.startswith(".") and keep(e.name) and e.is_file()]
+            found = [
+                e for e in it if not e.name.startswith(".") and keep(e.name) and _is_file(e, broken)
+            ]
     except OSError as err:
+        reason = broken_link(folder)
         raise DataError(
-            f"cannot list {folder}: {err.strerror}; check the path and its permissions"
+            f"{folder} is {reason}; fix or remove the link"
+            if reason
+            else f"cannot list {folder}: {err.strerror}; check the path and its permissions"
         ) from None
     if sort:
         found.sort(key=lambda e: natural_key(e.name))
@@ -210,6 +246,17 @@ def detect_layout(path: str | Path) -> str:
         DataError: the folder is missing, is a file, is empty, or matches no layout.
     """
     root = Path(path)
+    layout_folders = (
+        CELEBAMASK_IMAGES,
+        CELEBAMASK_MASKS,
+        CELEBA_IMAGES,
+        PAIRED_IMAGES,
+        PAIRED_MASKS,
+    )
+    for folder in (root, *(root / name for name in layout_folders)):
+        reason = broken_link(folder)
+        if reason is not None:
+            raise DataError(f"{folder} is {reason}; fix or remove the link")
     if not root.exists():
         raise DataError(
             f"dataset folder {root} does not exist; give an existing dataset folder or the word "
@@ -247,19 +294,20 @@ def list_source(path: str | Path) -> Listing:
     layout = detect_layout(path)
     root = Path(path).resolve()
     fp = Fingerprint()
+    broken: list[tuple[str, str]] = []
     masks: list[str] = []
     attr_file = partition_file = factor_file = meta_file = None
     if layout == "celebamask_hq":
         image_dir = root / CELEBAMASK_IMAGES
-        images = _scan(image_dir, is_image_file, fp)
+        images = _scan(image_dir, is_image_file, fp, broken=broken)
         mask_dir = root / CELEBAMASK_MASKS
         if mask_dir.is_dir():
-            masks = _scan(mask_dir, _is_png, fp, sort=False)
+            masks = _scan(mask_dir, _is_png, fp, sort=False, broken=broken)
             subdirs = sorted(
                 (p for p in mask_dir.iterdir() if p.is_dir()), key=lambda p: natural_key(p.name)
             )
             for sub in subdirs:
-                masks += _scan(sub, _is_png, fp, sort=False)
+                masks += _scan(sub, _is_png, fp, sort=False, broken=broken)
         attr_file = _annotation(root / CELEBAMASK_ATTRS, fp)
         factor_file = _annotation(root / FACTORS_FILE, fp)
         meta_file = _annotation(root / SYNTH_META_FILE, fp)
@@ -267,14 +315,14 @@ def list_source(path: str | Path) -> Listing:
         image_dir = root / CELEBA_IMAGES
         if (image_dir / CELEBA_IMAGES).is_dir():  # the Kaggle download nests it once more
             image_dir = image_dir / CELEBA_IMAGES
-        images = _scan(image_dir, is_image_file, fp)
+        images = _scan(image_dir, is_image_file, fp, broken=broken)
         attr_file = _annotation(root / CELEBA_ATTRS, fp)
         partition_file = _annotation(root / CELEBA_PARTITION, fp)
     elif layout == "paired":
         image_dir = root / PAIRED_IMAGES
-        images = _scan(image_dir, is_image_file, fp)
+        images = _scan(image_dir, is_image_file, fp, broken=broken)
         if (root / PAIRED_MASKS).is_dir():
-            masks = _scan(root / PAIRED_MASKS, _is_png, fp)
+            masks = _scan(root / PAIRED_MASKS, _is_png, fp, broken=broken)
         found = [root / name for name in PAIRED_ATTRS if (root / name).is_file()]
         if len(found) > 1:
             log.warning("several attribute files in %s; reading %s", root, found[0].name)
@@ -282,14 +330,17 @@ def list_source(path: str | Path) -> Listing:
             attr_file = _annotation(found[0], fp)
     else:
         image_dir = root
-        images = _scan(root, is_image_file, fp)
+        images = _scan(root, is_image_file, fp, broken=broken)
+    fp.add_broken([path for path, _ in broken])
+    if not images and broken:
+        raise BadFile(broken[0][0], broken[0][1], "fix or remove the link")
     if not images:
         raise DataError(
             f"no images in {image_dir} (the {layout} layout keeps its images there); add "
             ".jpg/.jpeg/.png/.bmp/.webp files"
         )
     return Listing(
-        root, layout, images, masks, attr_file, partition_file, factor_file, meta_file, fp
+        root, layout, images, masks, attr_file, partition_file, factor_file, meta_file, fp, broken
     )
 
 
@@ -300,13 +351,21 @@ def _is_png(name: str) -> bool:
 # ----------------------------------------------------------------------------- annotation files
 
 
-def _read_lines(path: Path) -> list[str]:
+def _read_text(path: Path) -> str:
+    """An annotation file's text (UTF-8 or UTF-16 with a byte-order mark, any line ends:
+    :func:`latentcam.io.decode_text`)."""
     try:
-        return path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise DataError(f"{path} is not a UTF-8 text file; give the text annotation file") from None
+        return decode_text(path.read_bytes())
+    except TextEncodingError as err:
+        raise DataError(f"{path} {err}") from None
     except OSError as err:
-        raise DataError(f"cannot read {path}: {err.strerror}") from None
+        raise DataError(
+            f"cannot read {path}: {err.strerror}; check the file and its permissions"
+        ) from None
+
+
+def _read_lines(path: Path) -> list[str]:
+    return _read_text(path).split("\n")
 
 
 def _bad_row(table: dict[str, str], stem: str, path: Path, reason: str, skip_bad: bool) -> None:
@@ -419,8 +478,14 @@ def read_attribute_file(path: Path, skip_bad: bool = False) -> _Table:
             )
             continue
         rows[stem] = (values[order] > 0).astype(np.int8)
-    if declared != num_rows:
-        log.warning("%s: line 1 says %d images but the file has %d rows", path, declared, num_rows)
+    if declared != num_rows:  # a file cut short (an interrupted download), or edited by hand
+        count = (
+            f"{path}: line 1 says {declared} images but the file has {num_rows} rows; download "
+            "the file again if it was cut short, or correct the count on line 1"
+        )
+        if not skip_bad:
+            raise DataError(f"{count} (or skip bad files with skip_bad=True, --skip-bad)")
+        log.warning("%s; images without a row are skipped", count)
     return _Table(path, rows, bad)
 
 
@@ -471,10 +536,11 @@ def read_factor_file(path: Path, skip_bad: bool = False) -> tuple[tuple[str, ...
         The factor names, and a table whose rows map image stem -> (F,) float32.
     """
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            table = list(csv.reader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise DataError(f"cannot read factor file {path}: {err}") from None
+        table = list(csv.reader(io.StringIO(_read_text(path), newline="")))
+    except csv.Error as err:
+        raise DataError(
+            f"cannot read factor file {path}: {err}; rewrite it with write_synthetic"
+        ) from None
     if not table or not table[0] or table[0][0].strip() != "image" or len(table[0]) < 2:
         raise DataError(
             f"{path}: the header must be 'image,<factor names>'; rewrite the file with write_synthetic"
@@ -610,6 +676,9 @@ def _join(stem: str, image: Path, table: _Table | None, what: str, out: _Collect
     return row
 
 
+_SKIP_LINK = "or skip bad files with skip_bad=True (--skip-bad)"
+
+
 def index_source(listing: Listing, skip_bad: bool = False) -> SourceIndex:
     """Pair every image with its masks and labels.
 
@@ -618,6 +687,8 @@ def index_source(listing: Listing, skip_bad: bool = False) -> SourceIndex:
             duplicate name, an image with no mask or label row, an unknown part name.
     """
     out = _Collector(skip_bad)
+    for path, reason in listing.broken:
+        out.bad(Path(path).name, BadFile(path, reason, f"fix or remove the link, {_SKIP_LINK}"))
     layout = listing.layout
     keyed = layout != "folder"
     images = _unique_images([Path(p) for p in listing.images], keyed, out)

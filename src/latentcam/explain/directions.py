@@ -61,7 +61,7 @@ from latentcam.errors import InputError
 from latentcam.explain.decoder import decoder_gram
 from latentcam.explain.disentangle import auroc_matrix, fit_logistic
 from latentcam.explain.targets import LatentDirection, Target
-from latentcam.io import atomic_path
+from latentcam.io import TENSORS_ONLY, atomic_path, pickled_objects
 
 log = logging.getLogger(__name__)
 
@@ -428,6 +428,9 @@ class DirectionSet:
         except FileNotFoundError:
             raise InputError(f"no directions file at {path}") from None
         except (OSError, KeyError, ValueError, json.JSONDecodeError) as err:
+            found = pickled_objects(err)
+            if found:
+                raise InputError(f"{path} holds {found}: {TENSORS_ONLY}") from None
             raise InputError(
                 f"{path} is not a latentcam directions file ({err}); write one with "
                 "'latentcam directions' or DirectionSet.save"
@@ -519,6 +522,12 @@ def read_vectors(path: str | Path, latent_dim: int) -> DirectionSet:
             lines = [ln.split() for ln in text.splitlines() if ln.strip()]
             named = [(f"{path.stem}_{i}", [float(v) for v in ln]) for i, ln in enumerate(lines)]
     except (OSError, UnicodeDecodeError, ValueError, TypeError) as err:
+        found = pickled_objects(err)
+        if found:
+            raise InputError(
+                f"{path} holds {found}: {TENSORS_ONLY}; save the numbers alone, e.g. "
+                "np.save(FILE, np.asarray(vectors, dtype=np.float32))"
+            ) from None
         raise InputError(f"cannot read directions from {path}: {err}") from None
     if len(named) == 1:
         named = [(path.stem if named[0][0].startswith(path.stem) else named[0][0], named[0][1])]

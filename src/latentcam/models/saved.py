@@ -38,7 +38,14 @@ from typing import Any
 import torch
 
 from latentcam.errors import CheckpointError, InputError
-from latentcam.io import ADAPTER_FILES, atomic_path, ensure_dir, write_json
+from latentcam.io import (
+    ADAPTER_FILES,
+    TENSORS_ONLY,
+    atomic_path,
+    ensure_dir,
+    pickled_objects,
+    write_json,
+)
 from latentcam.models.adapters import (
     INPUT_LAYER,
     PREFIX,
@@ -459,6 +466,12 @@ def _load_weights(model: torch.nn.Module, weights: Path) -> None:
         else:
             state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as err:  # any unreadable file: one line with its type
+        found = pickled_objects(err)
+        if found:
+            raise InputError(
+                f"{weights} holds {found}, not only tensors: {TENSORS_ONLY}; save the weights "
+                "alone, with torch.save(model.state_dict(), FILE) or safetensors"
+            ) from None
         raise InputError(
             f"cannot read the weights in {weights} ({type(err).__name__}: {_first_line(err)}); "
             "give a state dict saved with safetensors or torch.save(model.state_dict())"

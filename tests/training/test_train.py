@@ -450,6 +450,7 @@ def test_onecycle_warms_up_to_lr_and_ends_annealed_at_the_step_budget(
         "train.lr_schedule=onecycle",
         "train.lr=0.01",
         "train.warmup_fraction=0.25",
+        "train.epochs=-1",
         "train.max_steps=20",
     )
     module = LatentcamModule(cfg)

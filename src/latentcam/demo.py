@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -87,6 +87,7 @@ def demo_configs(
     seed: int = 0,
     max_steps: int | None = None,
     minutes: float | None = None,
+    overrides: Sequence[str] = (),
 ) -> dict[str, RunConfig]:
     """The demo's run configs, by run name (``vae``, ``cvae``, ``segvae``).
 
@@ -98,6 +99,8 @@ def demo_configs(
         minutes: an optional wall-clock cap on the training, shared by the models in
             proportion to their steps; a model it stops early misses its budget (the demo
             warns).
+        overrides: ``key=value`` config overrides for every model, after the demo's own
+            (e.g. a smaller model, for a test).
     """
     steps = {r.name: r.steps if max_steps is None else max_steps for r in DEMO_RUNS}
     total = sum(steps.values())
@@ -114,6 +117,7 @@ def demo_configs(
                 f"train.max_steps={steps[run.name]}",
                 f"train.max_minutes={cap:.3f}",
                 f"train.seed={seed}",
+                *overrides,
             ],
         )
     return configs
@@ -161,6 +165,7 @@ def run_demo(
     max_steps: int | None = None,
     minutes: float | None = None,
     progress: bool = True,
+    overrides: Sequence[str] = (),
 ) -> Path:
     """Run the demo into ``out`` and return the path of ``out/index.html``.
 
@@ -171,7 +176,7 @@ def run_demo(
         out: output folder (runs, reports and the index are written under it).
         n_images: synthetic faces rendered (64 px).
         seed: training seed; the same seed gives the same models and metrics.
-        max_steps, minutes: see :func:`demo_configs`.
+        max_steps, minutes, overrides: see :func:`demo_configs`.
         progress: show the progress bars.
     """
     from latentcam.data.dataset import SYNTH, load_face_data
@@ -180,7 +185,7 @@ def run_demo(
 
     out = ensure_dir(check_output(out))
     started = time.perf_counter()
-    configs = demo_configs(n_images, seed=seed, max_steps=max_steps, minutes=minutes)
+    configs = demo_configs(n_images, seed, max_steps, minutes, overrides)
     render_s, model_s = _stage_weights(configs, n_images)
     quiet_step_s = {r.name: r.quiet_step_s for r in DEMO_RUNS}
     bar = tqdm(

@@ -59,6 +59,13 @@ def test_each_model_trains_its_step_budget_with_a_onecycle_schedule() -> None:
     assert (configs["cvae"].model.kind, configs["cvae"].model.latent_dim) == ("cvae", 16)
     seg = configs["segvae"]
     assert (seg.model.kind, seg.model.seg_classes, seg.data.target) == ("segvae", 1, "binary")
+    # a 2-channel map at 4x4: 32 units, as many as the VAE's
+    assert (seg.model.bottleneck, seg.model.latent_dim, seg.model.min_feature_size) == (
+        "spatial",
+        2,
+        4,
+    )
+    assert seg.train.ema_decay == 0.0
 
 
 def test_max_steps_replaces_the_budgets_and_minutes_is_shared_by_steps() -> None:

@@ -75,7 +75,7 @@ DEMO_RUNS: tuple[DemoRun, ...] = (
         "segvae64_spatial",
         ("model.min_feature_size=4", "model.latent_dim=2", "train.ema_decay=0.0", *_ONECYCLE),
         300,
-        0.2,
+        0.32,
         48.0,
     ),
 )

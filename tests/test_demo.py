@@ -57,6 +57,7 @@ def test_each_model_trains_its_step_budget_with_a_onecycle_schedule() -> None:
         assert cfg.train.seed == 0
     assert (configs["vae"].model.kind, configs["vae"].model.latent_dim) == ("vae", 32)
     assert (configs["cvae"].model.kind, configs["cvae"].model.latent_dim) == ("cvae", 16)
+    assert (configs["vae"].train.beta, configs["cvae"].train.beta) == (1.0, 4.0)
     seg = configs["segvae"]
     assert (seg.model.kind, seg.model.seg_classes, seg.data.target) == ("segvae", 1, "binary")
     # a 2-channel map at 4x4: 32 units, as many as the VAE's

@@ -100,7 +100,12 @@ class TrainConfig:
     epochs: int = 20  # passes over the training split
     max_steps: int = -1  # stop after this many optimiser steps (-1 = no limit)
     max_minutes: float = 0.0  # wall-clock budget in minutes (0 = none); checkpoints are kept
-    lr: float = 1e-3  # Adam learning rate
+    lr: float = 1e-3  # Adam learning rate (the peak of the onecycle schedule)
+    lr_schedule: str = "constant"  # constant | onecycle: warm-up from lr / 25 over the first
+    # warmup_fraction of the run's steps to lr, then cosine annealing to lr / 2.5e5 at the
+    # last step (Smith & Topin 2019; torch's OneCycleLR). It spans train.max_steps (else the
+    # epochs), so a shorter budget is a shorter schedule that still ends annealed
+    warmup_fraction: float = 0.1  # onecycle: share of the steps spent warming up
     weight_decay: float = 0.0
     beta: float = 1.0  # KL weight (beta-VAE, Higgins et al. 2017); SegVAE 0 = the paper's code
     kl_warmup_steps: int = 0  # linear KL warm-up from 0 to beta (Bowman et al. 2016)
@@ -291,6 +296,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "model.decoder": ("plain", "residual"),
     "data.target": ("parts", "binary"),
     "train.recon_loss": ("mse", "bce"),
+    "train.lr_schedule": ("constant", "onecycle"),
     "train.attention_post": ("abs", "relu"),
     "train.seg_loss": ("bce_jaccard", "jaccard", "dice", "ce", "ce_dice", "lovasz", "ce_lovasz"),
     "train.strategy": ("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"),
@@ -345,6 +351,7 @@ _FLOAT_HINTS = {
     "train.lr": "> 0",
     "train.val_check_interval": "> 0",
     "train.ema_decay": "in [0, 1)",
+    "train.warmup_fraction": "in (0, 1)",
     "data.val_fraction": "in [0, 1)",
     "data.test_fraction": "in [0, 1)",
 }
@@ -425,6 +432,11 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(
             "config key 'train.val_check_interval' must be > 0 (a fraction of an epoch), got "
             f"{cfg.train.val_check_interval}"
+        )
+    if not 0.0 < cfg.train.warmup_fraction < 1.0:
+        raise ConfigError(
+            "config key 'train.warmup_fraction' must lie in (0, 1) (a share of the steps, "
+            f"e.g. 0.1), got {cfg.train.warmup_fraction}"
         )
     if not 0.0 <= cfg.train.ema_decay < 1.0:
         raise ConfigError(

@@ -6,6 +6,7 @@ blocks of 4 -> 16 channels, K = 8, 6 steps): about a second each on one CPU thre
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import shutil
@@ -32,7 +33,7 @@ from latentcam.training.datamodule import (
     ShardedBatches,
     loader_workers,
 )
-from latentcam.training.module import ACTIVE_KL_THRESHOLD
+from latentcam.training.module import ACTIVE_KL_THRESHOLD, LatentcamModule
 from latentcam.training.train import TrainResult, resolve_precision, train
 
 TINY = Path(__file__).resolve().parents[2] / "src" / "latentcam" / "configs" / "tiny.yaml"
@@ -439,3 +440,59 @@ def test_sharded_batches_cover_each_epoch_once_and_agree_across_processes() -> N
     # validation: no padding, no shuffle, every item exactly once
     val = [ShardedBatches(7, 2, shuffle=False, rank=r, world_size=2, pad=False) for r in (0, 1)]
     assert sorted(sum((b.tolist() for s in val for b in s), [])) == list(range(7))
+
+
+def test_onecycle_warms_up_to_lr_and_ends_annealed_at_the_step_budget(
+    cache: Path, tmp_path: Path
+) -> None:
+    cfg = tiny(
+        cache,
+        "train.lr_schedule=onecycle",
+        "train.lr=0.01",
+        "train.warmup_fraction=0.25",
+        "train.epochs=-1",
+        "train.max_steps=20",
+    )
+    module = LatentcamModule(cfg)
+    module._trainer = SimpleNamespace(estimated_stepping_batches=20)  # type: ignore[assignment]
+    setup = module.configure_optimizers()
+    optimiser, schedule = setup["optimizer"], setup["lr_scheduler"]["scheduler"]
+    assert setup["lr_scheduler"]["interval"] == "step"
+    used = []  # the lr of each of the 20 optimiser steps
+    for _ in range(20):
+        used.append(optimiser.param_groups[0]["lr"])
+        optimiser.step()
+        schedule.step()
+    # warm-up over a quarter of the steps, lr / 25 -> lr at step 4 (0-based), then a cosine
+    # down to lr / 25 / 1e4 at the last step
+    assert used[0] == pytest.approx(0.01 / 25)
+    assert used[4] == pytest.approx(0.01)
+    assert used[19] == pytest.approx(0.01 / 2.5e5)
+    assert all(a < b for a, b in itertools.pairwise(used[:5]))
+    assert all(a > b for a, b in itertools.pairwise(used[4:]))
+    # through train(): the schedule spans the step budget
+    result = train(cfg, tmp_path / "onecycle", progress=False)
+    assert result.last_ckpt is not None
+    saved = torch.load(result.last_ckpt, map_location="cpu", weights_only=False)
+    assert saved["global_step"] == 20
+    assert saved["lr_schedulers"][0]["total_steps"] == 20
+    assert saved["lr_schedulers"][0]["last_epoch"] == 20
+
+
+def test_onecycle_needs_a_step_bound_and_a_warmup_share(cache: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="onecycle needs a step bound"):
+        train(
+            tiny(
+                cache,
+                "train.lr_schedule=onecycle",
+                "train.epochs=-1",
+                "train.max_steps=-1",
+                "train.max_minutes=0.05",
+            ),
+            tmp_path / "a",
+            progress=False,
+        )
+    with pytest.raises(ConfigError, match=r"train.warmup_fraction' must lie in \(0, 1\)"):
+        tiny(cache, "train.warmup_fraction=1.0")
+    with pytest.raises(ConfigError, match="choose one of: constant, onecycle"):
+        tiny(cache, "train.lr_schedule=cosine")

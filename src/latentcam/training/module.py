@@ -283,10 +283,34 @@ class LatentcamModule(pl.LightningModule):
         self.log("train/kl_weight", kl_w, batch_size=batch_size)
         return total
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(
-            self.model.parameters(), lr=self.cfg.train.lr, weight_decay=self.cfg.train.weight_decay
+    def configure_optimizers(self) -> Any:
+        """Adam, with ``train.lr_schedule`` stepped after every optimiser step.
+
+        onecycle (Smith & Topin 2019): ``torch.optim.lr_scheduler.OneCycleLR`` over the
+        run's steps (``trainer.estimated_stepping_batches``: ``train.max_steps``, else the
+        epochs), a cosine warm-up over ``train.warmup_fraction`` of them from lr / 25 to lr,
+        then cosine annealing to lr / 2.5e5; Adam's betas are left alone (no momentum cycling).
+        """
+        tcfg = self.cfg.train
+        optimiser = torch.optim.Adam(
+            self.model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay
         )
+        if tcfg.lr_schedule == "constant":
+            return optimiser
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total) or total < 1:
+            raise ConfigError(
+                "train.lr_schedule=onecycle needs a step bound: set train.max_steps or "
+                "train.epochs (train.max_minutes alone does not say how long the schedule is)"
+            )
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimiser,
+            max_lr=tcfg.lr,
+            total_steps=int(total),
+            pct_start=tcfg.warmup_fraction,
+            cycle_momentum=False,
+        )
+        return {"optimizer": optimiser, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)

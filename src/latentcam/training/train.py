@@ -31,7 +31,7 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -185,7 +185,9 @@ def _quiet_expected_warnings() -> Iterator[None]:
         yield
 
 
-def _build_trainer(cfg: RunConfig, run_dir: Path, progress: bool) -> pl.Trainer:
+def _build_trainer(
+    cfg: RunConfig, run_dir: Path, progress: bool, extra: Sequence[pl.Callback] = ()
+) -> pl.Trainer:
     tcfg = cfg.train
     accelerator = resolve_accelerator(tcfg.accelerator)
     on_cpu = accelerator == "cpu"
@@ -210,7 +212,7 @@ def _build_trainer(cfg: RunConfig, run_dir: Path, progress: bool) -> pl.Trainer:
         enable_version_counter=False,
         save_on_train_epoch_end=False,
     )
-    callbacks: list[pl.Callback] = [best, last, StopAtMaxSteps(tcfg.max_steps)]
+    callbacks: list[pl.Callback] = [best, last, StopAtMaxSteps(tcfg.max_steps), *extra]
     if tcfg.ema_decay > 0:
         # Lightning swaps the average in for validation and at the end of training, and
         # writes it as the checkpoint's state_dict (the live weights beside it, for --resume)
@@ -256,6 +258,7 @@ def train(
     resume: str | Path | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    callbacks: Sequence[pl.Callback] = (),
 ) -> TrainResult:
     """Train the model ``cfg`` describes into the run folder ``out``.
 
@@ -268,6 +271,8 @@ def train(
         overwrite: replace a run that ``out`` already holds (its checkpoints, logs and
             metrics); without it such a folder is refused.
         progress: show Lightning's progress bar and model summary.
+        callbacks: more Lightning callbacks for the Trainer (e.g. a caller's own progress
+            display, as the demo's); they must not change the training.
 
     Returns:
         TrainResult(run_dir, best_ckpt, last_ckpt, metrics).
@@ -301,7 +306,7 @@ def train(
 
     pl.seed_everything(tcfg.seed, workers=True, verbose=False)
     module = LatentcamModule(cfg)
-    trainer = _build_trainer(cfg, run_dir, progress)
+    trainer = _build_trainer(cfg, run_dir, progress, callbacks)
 
     # a full or read-only disk under a checkpoint save or Lightning's own logs: one line
     with _quiet_expected_warnings(), writing(run_dir):

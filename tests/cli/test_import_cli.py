@@ -223,3 +223,21 @@ def test_import_bad_input_one_line_exit_2(
     assert main([*argv, "--size", "16"]) == 2
     assert "cannot encode 16x16 images" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_import_factory_kwargs_recorded_and_bad_json_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    factory = "latentcam.models.pythae_nets:pythae_adapter"
+    kwargs = {"objective": "vae", "model": {"image_size": SIZE, "latent_dim": 3, "num_layers": 3}}
+    argv = ["import", "--from", "python", factory, "--out", str(tmp_path / "run")]
+    assert main([*argv, "--kwargs", json.dumps(kwargs)]) == 0
+    spec = json.loads((tmp_path / "run" / SPEC_FILE).read_text())
+    assert spec["architecture"]["kwargs"] == kwargs and spec["latent_shape"] == [3]
+    assert load_run(tmp_path / "run").model.explain_layer == "module.encoder.body.blocks.2"
+    bad = ["import", "--from", "python", factory, "--out", str(tmp_path / "bad")]
+    for text, expected in (("{oops", "--kwargs is not valid JSON"), ("[1]", "a JSON object")):
+        assert main([*bad, "--kwargs", text]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and err.count("\n") == 1, err
+    assert not (tmp_path / "bad").exists()

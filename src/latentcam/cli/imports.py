@@ -7,9 +7,11 @@ A thin wrapper over :func:`latentcam.models.saved.import_model`; the folder it w
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
 
 from latentcam.cli.numbers import count
+from latentcam.errors import InputError
 
 
 def register(subparsers: Any) -> None:
@@ -47,6 +49,12 @@ def register(subparsers: Any) -> None:
         help="state dict loaded strictly into the model (.safetensors, or a torch.save file "
         "read with weights_only=True)",
     )
+    p.add_argument(
+        "--kwargs",
+        metavar="JSON",
+        help="keyword arguments of the factory (--from python), a JSON object recorded in the "
+        "run folder, e.g. '{\"latent_dim\": 16}'",
+    )
     p.add_argument("--out", required=True, metavar="RUN", help="run folder to write")
     p.add_argument(
         "--size", type=count, metavar="S", help="image side to explain (default: the model's own)"
@@ -55,14 +63,34 @@ def register(subparsers: Any) -> None:
     p.set_defaults(handler=run_import)
 
 
+def _kwargs(text: str | None) -> dict[str, Any] | None:
+    """The JSON object of ``--kwargs`` (None without it)."""
+    if text is None:
+        return None
+    try:
+        kwargs = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(f"--kwargs is not valid JSON ({err}): {text}") from None
+    if not isinstance(kwargs, dict):
+        raise InputError(f"--kwargs must be a JSON object of keyword arguments, got {text}")
+    return kwargs
+
+
 def run_import(args: argparse.Namespace) -> int:
     from latentcam.io import check_output
     from latentcam.models.saved import import_model, read_spec
 
     source, where = args.source
+    kwargs = _kwargs(args.kwargs)
     out = check_output(args.out, [where, args.weights, args.data], owns_run=True)
     out = import_model(
-        source, where, out, weights=args.weights, image_size=args.size, data=args.data
+        source,
+        where,
+        out,
+        weights=args.weights,
+        image_size=args.size,
+        data=args.data,
+        kwargs=kwargs,
     )
     spec = read_spec(out)
     shape = "x".join(str(d) for d in spec["latent_shape"])

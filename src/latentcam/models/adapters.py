@@ -487,13 +487,16 @@ class PythaeVAE(Adapter):
     mu = ``encoder(x).embedding``, logvar = ``.log_covariance`` (0 when the model has none);
     ``decoder(z).reconstruction`` is the image, in [0, 1] as pythae's default decoders give
     it. Image size from ``model_config.input_dim`` (C, S, S) unless given. Encoder layers:
-    every ``nn.Conv2d`` the encoder runs, in order; the last is the default. pythae's default
+    ``layers`` (the model's own names, e.g. conv blocks, shallow to deep) or every
+    ``nn.Conv2d`` the encoder runs, in order; the last is the default. pythae's default
     networks are MLPs: they are explained at the input image (``input``).
     """
 
     source = "pythae"
 
-    def __init__(self, model: Any, image_size: int | None = None) -> None:
+    def __init__(
+        self, model: Any, image_size: int | None = None, layers: Sequence[str] | None = None
+    ) -> None:
         name = type(model).__name__
         for part in ("encoder", "decoder"):
             if not isinstance(getattr(model, part, None), nn.Module):
@@ -509,7 +512,7 @@ class PythaeVAE(Adapter):
                     "square RGB images (3, S, S): build it so, or give image_size"
                 )
             image_size = int(input_dim[1])
-        super().__init__(model, image_size=image_size)
+        super().__init__(model, image_size=image_size, layers=layers)
 
     def _encode_raw(self, x: Tensor, cond: Tensor | None) -> tuple[Any, Any]:
         model: Any = self.module

@@ -497,6 +497,7 @@ def import_model(
     weights: str | Path | None = None,
     image_size: int | None = None,
     data: str | None = None,
+    kwargs: dict[str, Any] | None = None,
 ) -> Path:
     """Write another library's VAE (or plain code) as a latentcam run folder.
 
@@ -512,6 +513,8 @@ def import_model(
             ``weights_only=True``) loaded strictly into the model before it is adapted.
         image_size: S, the side of the images to explain; default the model's own.
         data: the dataset the model expects (a path or "synth"), recorded in the spec.
+        kwargs: JSON arguments of the factory ("python" only), recorded in the spec, so that
+            loading the run calls it the same way.
 
     Returns:
         ``out`` as a Path.
@@ -529,17 +532,19 @@ def import_model(
     if is_adapter_run(out) or (out / "checkpoints").is_dir():
         raise InputError(f"{out} already holds a run; choose a new folder")
     factory: str | None = None
+    if kwargs is not None and source != "python":
+        raise InputError(f"factory arguments are for --from python MODULE:FACTORY, not {source}")
     if data is not None and data != "synth":
         if not Path(data).exists():
             raise InputError(f"dataset not found: {data}; give a dataset folder or 'synth'")
         data = str(Path(data).resolve())  # the run folder may be read from elsewhere
     if source == "python":
         factory = location
-        _factory_spec(factory, None)  # the form module:function
+        _factory_spec(factory, kwargs)  # the form module:function, JSON arguments
         if "" not in sys.path:
             sys.path.insert(0, "")  # the module may lie in the current directory
         try:
-            module: Any = _call_factory({"factory": factory})
+            module: Any = _call_factory({"factory": factory, "kwargs": dict(kwargs or {})})
         except CheckpointError as err:
             raise InputError(str(err)) from None
     else:
@@ -556,4 +561,4 @@ def import_model(
             f"'{location}' gives a latentcam {type(adapted).__name__}; latentcam's own models "
             "are run folders already (latentcam train)"
         )
-    return save_adapted(adapted, out, factory=factory, data=data)
+    return save_adapted(adapted, out, factory=factory, kwargs=kwargs, data=data)

@@ -102,7 +102,7 @@ def test_bad_arguments_name_what_is_wrong() -> None:
         pythae_model("vae", {**TINY, "width": 3})
     with pytest.raises(InputError, match="BetaVAEConfig has no field 'gamma'"):
         pythae_model("betavae", TINY, {"gamma": 2.0})
-    with pytest.raises(InputError, match="not kind 'cvae'"):
+    with pytest.raises(InputError, match="mirror the plain VAE"):
         pythae_model("vae", {**TINY, "kind": "cvae"})
     with pytest.raises(InputError, match="vector latent"):
         pythae_model("vae", {**TINY, "bottleneck": "spatial"})

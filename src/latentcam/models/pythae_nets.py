@@ -47,6 +47,8 @@ from pythae.models.nn import BaseDecoder, BaseEncoder
 from latentcam.config import ModelConfig
 from latentcam.errors import InputError
 from latentcam.models.adapters import PythaeVAE
+from latentcam.models.protocol import has_seg_output, is_conditional
+from latentcam.models.registry import capabilities_of
 from latentcam.models.vae import VAE as LatentcamVAE
 
 #: objective name -> (pythae model class, its config class). The objectives' weights are
@@ -107,9 +109,14 @@ def model_config(model: dict[str, Any] | None = None) -> ModelConfig:
         raise InputError(
             f"unknown model field '{unknown[0]}'; latentcam's ModelConfig has: {', '.join(sorted(fields))}"
         )
-    if overrides.get("kind", "vae") != "vae":
-        raise InputError(f"pythae networks mirror the plain VAE, not kind '{overrides['kind']}'")
-    return ModelConfig(**{**overrides, "kind": "vae"})
+    cfg = ModelConfig(**overrides)
+    caps = capabilities_of(cfg)
+    if is_conditional(caps) or has_seg_output(caps) or len(caps.latent_shape) != 1:
+        raise InputError(
+            "pythae networks mirror the plain VAE (no condition, an image out, a vector latent); "
+            "drop the model fields that make it conditional, segmenting or spatial"
+        )
+    return cfg
 
 
 def pythae_model(

@@ -412,8 +412,10 @@ def validate(cfg: RunConfig) -> None:
             f"config key 'data.num_workers' must be -1 (auto) or >= 0, got {cfg.data.num_workers}"
         )
     size = cfg.model.image_size
-    if size & (size - 1):
-        raise ConfigError(f"model.image_size must be a power of two (64, 128, 256), got {size}")
+    if size & (size - 1) or not 4 <= size <= 4096:
+        raise ConfigError(
+            f"model.image_size must be a power of two from 4 to 4096 (64, 128, 256), got {size}"
+        )
     if cfg.model.min_feature_size > size:
         raise ConfigError(
             f"model.min_feature_size ({cfg.model.min_feature_size}) exceeds model.image_size ({size})"

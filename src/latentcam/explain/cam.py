@@ -614,14 +614,14 @@ def _explain_layers(
         n: {m: [] for m in methods} for n, _ in named
     }
     shortcut = [n for n, _ in named if jacobians[n] is not None]
+    coefficients = None
     if shortcut:
         for target in targets:
             target.check(output)
         coefficients = mu_coefficients(targets, output.mu.shape[1])
-        assert coefficients is not None
     for name in shortcut:
         jacobian = jacobians[name]
-        assert jacobian is not None
+        assert jacobian is not None and coefficients is not None
         log.debug("layer %s: exact affine shortcut for %d targets", name, num_targets)
         rows_all = coefficients.to(jacobian)
         # Grad-CAM needs only mean_hw of the gradients: average J first

@@ -193,9 +193,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         befores, afters = [], []
         with tempfile.TemporaryDirectory(prefix="evaluate_speed_") as tmp:
             src = export_src(args.baseline, Path(tmp))
-            for _ in range(args.repeat):
+            for r in range(args.repeat):
                 befores.append(run_child(args, src, None))
+                print(f"run {r + 1} baseline: {json.dumps(befores[-1])}", file=sys.stderr)
                 afters.append(run_child(args, REPO / "src", args.out))
+                print(f"run {r + 1} current: {json.dumps(afters[-1])}", file=sys.stderr)
         before, after = median_timings(befores), median_timings(afters)
     else:
         afters = [measure(args) for _ in range(args.repeat)]

@@ -17,7 +17,9 @@ fusion and auto:
 
 The last line printed is a JSON object: ``seconds_total``, ``seconds_by_stage`` (the
 current code), and with a baseline ``baseline`` (the same two keys) and ``speedup`` (total
-and per stage, baseline / current).
+and per stage, baseline / current). With ``--repeat R`` each code runs R times, the two
+interleaved so that a change of load hits both; the seconds are medians over the R runs
+(``runs`` keeps every run's timings).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -49,6 +52,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-directions", action="store_true")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: as is)")
     parser.add_argument("--baseline", metavar="REF", help="git commit to time beside this code")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs of each code, interleaved (baseline, current, baseline, ...); medians",
+    )
     parser.add_argument("--out", help="also write the JSON of the current code's metrics here")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -116,6 +125,19 @@ def export_src(ref: str, into: Path) -> Path:
     return into / "src"
 
 
+def median_timings(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median seconds, total and per stage, over runs of the same code."""
+    stages = list(dict.fromkeys(k for r in runs for k in r["seconds_by_stage"]))
+    return {
+        "seconds_total": round(statistics.median(r["seconds_total"] for r in runs), 3),
+        "seconds_by_stage": {
+            k: round(statistics.median(r["seconds_by_stage"][k] for r in runs), 3)
+            for k in stages
+            if all(k in r["seconds_by_stage"] for r in runs)
+        },
+    }
+
+
 def speedup(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     """baseline / current seconds, total and per stage present in both."""
 
@@ -164,18 +186,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         timings = measure(args)
         print(json.dumps(timings))
         return timings
+    if args.repeat < 1:
+        raise SystemExit(f"--repeat must be >= 1, got {args.repeat}")
     before = None
     if args.baseline:
+        befores, afters = [], []
         with tempfile.TemporaryDirectory(prefix="evaluate_speed_") as tmp:
             src = export_src(args.baseline, Path(tmp))
-            before = run_child(args, src, None)
-        after = run_child(args, REPO / "src", args.out)
+            for r in range(args.repeat):
+                befores.append(run_child(args, src, None))
+                print(f"run {r + 1} baseline: {json.dumps(befores[-1])}", file=sys.stderr)
+                afters.append(run_child(args, REPO / "src", args.out))
+                print(f"run {r + 1} current: {json.dumps(afters[-1])}", file=sys.stderr)
+        before, after = median_timings(befores), median_timings(afters)
     else:
-        after = measure(args)
+        afters = [measure(args) for _ in range(args.repeat)]
+        after = median_timings(afters)
     print(table(after, before))
     summary: dict[str, Any] = dict(after)
     if before is not None:
         summary.update(baseline=before, speedup=speedup(before, after))
+    if args.repeat > 1:
+        summary["runs"] = {"current": afters, **({"baseline": befores} if args.baseline else {})}
     print(json.dumps(summary))
     return summary
 

@@ -232,3 +232,37 @@ def test_factor_scores_per_method_match_maps_recomputed(vae_metrics: tuple) -> N
     got = f["per_method"]["layercam"]["encoder.blocks.0"]
     assert got["pointing_game"] == pytest.approx(float(sc.hits.float().mean()))
     assert got["energy_in_part"] == pytest.approx(float(sc.energy.nanmean()), abs=1e-6)
+
+
+def test_every_comparison_row_equals_one_pass_per_layer_and_method(vae_metrics: tuple) -> None:
+    """The reference of the shared gradient pass: each (layer, method) row's scores from maps
+    computed the straightforward way, one engine call per layer and method (fusion: one per
+    fused layer), scored by localisation_scores against effect and decoder maps made anew."""
+    from latentcam.explain.decoder import decoder_maps
+    from latentcam.explain.layers import fused_cams, localisation_scores
+
+    m, batch = vae_metrics
+    model, x, parts = batch.run.model, batch.images[:12], batch.parts[:12]
+    units = m["units"]["active_units"] or list(range(model.latent_dim))
+    with torch.no_grad():
+        mu, _ = model.encode(x)
+    effects = effect_maps(model, mu, units=units)
+    decoder = decoder_maps(model, mu, units=units)
+    regions = [m["unit_part_effect"]["best_region"][u] for u in units]
+    rows = m["localisation"]["comparison"]
+    assert len(rows) == 8
+    for row in rows:
+        layer, method = row["layer"], row["method"]
+        if layer == "fusion":
+            cams = fused_cams(model, x, units=units, method=method)
+        else:
+            cams = upsample(latent_cams(model, x, units=units, layer=layer, method=method).maps, 32)
+        scores = localisation_scores(cams, effects, parts, regions, decoder)
+        for key, values in scores.items():
+            expected = float(values[~values.isnan()].mean()) if (~values.isnan()).any() else None
+            got = row[key]
+            assert (got is None and expected is None) or got == pytest.approx(expected, abs=1e-6), (
+                layer,
+                method,
+                key,
+            )

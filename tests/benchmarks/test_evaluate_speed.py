@@ -36,3 +36,15 @@ def test_tiny_run_prints_stage_seconds_last(
     assert "sanity" not in stages and "directions" not in stages
     assert all(v >= 0 for v in stages.values())
     assert sum(stages.values()) <= last["seconds_total"] + 1e-3
+
+
+def test_median_timings_by_hand() -> None:
+    runs = [
+        {"seconds_total": 3.0, "seconds_by_stage": {"units": 1.0, "comparison": 2.0}},
+        {"seconds_total": 9.0, "seconds_by_stage": {"units": 5.0, "comparison": 4.0}},
+        {"seconds_total": 5.0, "seconds_by_stage": {"units": 2.0}},
+    ]
+    assert bench.median_timings(runs) == {
+        "seconds_total": 5.0,
+        "seconds_by_stage": {"units": 2.0},  # a stage missing from a run has no median
+    }

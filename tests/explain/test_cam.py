@@ -14,6 +14,7 @@ from latentcam.errors import InputError
 from latentcam.explain.cam import (
     METHODS,
     affine_jacobian,
+    cams_by_layer,
     compute_cams,
     latent_cams,
     mean_map,
@@ -517,3 +518,21 @@ def test_layer_errors_and_plain_tensor_outputs() -> None:
             return self.inner(x).mu
 
     torch.testing.assert_close(latent_cams(Plain(model), x).maps, latent_cams(model, x).maps)
+
+
+def test_cams_by_layer_equal_one_pass_per_layer_for_general_targets() -> None:
+    """cams_by_layer with non-linear targets (one backward for both layers) and with a
+    layer given twice: the maps of compute_cams at each layer."""
+    torch.manual_seed(1)
+    model = build_model(
+        ModelConfig(kind="vae", image_size=16, latent_dim=4, num_layers=2, base_channels=4)
+    )
+    images = torch.rand(2, 3, 16, 16)
+    targets = [LatentUnit(1), LatentUnit(2, of="z", seed=3)]  # z is not linear in mu
+    layers = ["encoder.blocks.1", "encoder.blocks.0", "encoder.blocks.1"]
+    maps = cams_by_layer(model, images, layers, ["gradcam", "layercam"], targets=targets)
+    assert list(maps) == ["encoder.blocks.1", "encoder.blocks.0"]
+    for layer in ("encoder.blocks.0", "encoder.blocks.1"):
+        for method in ("gradcam", "layercam"):
+            expected = compute_cams(model, images, targets, layer=layer, method=method).maps
+            torch.testing.assert_close(maps[layer][method].maps, expected)

@@ -243,3 +243,34 @@ def test_bank_shares_one_gradient_pass_between_methods() -> None:
     for method in methods:
         expected = latent_cams(model, images, layer="encoder.blocks.0", method=method).maps
         torch.testing.assert_close(bank.layer_maps("encoder.blocks.0", method), expected)
+
+
+@pytest.mark.parametrize("head", ["mlp", "linear"])
+def test_bank_shares_one_gradient_pass_between_layers(head: str) -> None:
+    """One forward and one backward for every layer: the same maps as one pass per layer
+    (mlp: every layer takes the backward; linear: the last layer takes the affine shortcut)."""
+    from latentcam.config import ModelConfig
+    from latentcam.models.registry import build_model
+
+    torch.manual_seed(0)
+    model = build_model(
+        ModelConfig(
+            kind="vae",
+            image_size=16,
+            latent_dim=3,
+            num_layers=3,
+            base_channels=4,
+            max_channels=8,
+            head=head,
+            head_hidden=8,
+        )
+    )
+    images = torch.rand(3, 3, 16, 16)
+    layers = ["encoder.blocks.2", "encoder.blocks.0", "encoder.blocks.1"]
+    methods = ["gradcam", "layercam", "hirescam"]
+    bank = CamBank(model, images, None)
+    bank.prefetch_layers(layers, methods)
+    for layer in layers:
+        for method in methods:
+            expected = latent_cams(model, images, layer=layer, method=method).maps
+            torch.testing.assert_close(bank.layer_maps(layer, method), expected)

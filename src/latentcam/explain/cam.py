@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentcam.errors import InputError
-from latentcam.explain.hooks import capture_activation, eval_mode
+from latentcam.explain.hooks import capture_activation, capture_activations, eval_mode
 from latentcam.explain.targets import (
     LatentUnit,
     Target,
@@ -206,10 +206,10 @@ def cam_from_grads(
 
 
 def _batched_grads(
-    scores: torch.Tensor, acts: torch.Tensor, columns: range, retain_graph: bool
-) -> torch.Tensor:
-    """d scores[:, t] / dA for t in ``columns`` (a contiguous range) in one vectorised
-    backward: (Tc, B, C, h, w).
+    scores: torch.Tensor, inputs: Sequence[torch.Tensor], columns: range, retain_graph: bool
+) -> list[torch.Tensor]:
+    """d scores[:, t] / dA for t in ``columns`` (a contiguous range) and every A of
+    ``inputs``, in one vectorised backward: one (Tc, B, C, h, w) per input.
 
     Images are independent in eval mode, so the gradient of a column summed over the batch
     gives every image's own gradient.
@@ -218,34 +218,35 @@ def _batched_grads(
     cotangents = scores.new_zeros(len(columns), batch, num_targets)
     rows = torch.arange(len(columns), device=scores.device)
     cotangents[rows, :, rows + columns.start] = 1.0
-    (grads,) = torch.autograd.grad(
+    grads = torch.autograd.grad(
         scores,
-        acts,
+        list(inputs),
         grad_outputs=cotangents,
         retain_graph=retain_graph,
         is_grads_batched=True,
         allow_unused=True,
         materialize_grads=True,
     )
-    return grads
+    return list(grads)
 
 
 def _looped_grads(
-    scores: torch.Tensor, acts: torch.Tensor, columns: range, retain_graph: bool
-) -> torch.Tensor:
+    scores: torch.Tensor, inputs: Sequence[torch.Tensor], columns: range, retain_graph: bool
+) -> list[torch.Tensor]:
     """:func:`_batched_grads` with one backward per target, for models with an op that has
-    no batching rule (e.g. diffusers' attention on the CPU): (Tc, B, C, h, w)."""
-    grads = []
+    no batching rule (e.g. diffusers' attention on the CPU): one (Tc, B, C, h, w) per input."""
+    grads: list[list[torch.Tensor]] = [[] for _ in inputs]
     for t in columns:
-        (grad,) = torch.autograd.grad(
+        per_input = torch.autograd.grad(
             scores[:, t].sum(),
-            acts,
+            list(inputs),
             retain_graph=retain_graph or t != columns[-1],
             allow_unused=True,
             materialize_grads=True,
         )
-        grads.append(grad)
-    return torch.stack(grads)
+        for i, grad in enumerate(per_input):
+            grads[i].append(grad)
+    return [torch.stack(g) for g in grads]
 
 
 def _auto_chunk(num_targets: int, per_target_bytes: int) -> int:
@@ -410,7 +411,9 @@ def _probe_jacobian(
     chunk = _auto_chunk(num_units, 4 * acts.numel() * acts.element_size())
     jacobian = torch.cat(
         [
-            _batched_grads(output.mu, acts, range(s, min(s + chunk, num_units)), retain_graph=True)
+            _batched_grads(
+                output.mu, [acts], range(s, min(s + chunk, num_units)), retain_graph=True
+            )[0]
             for s in range(0, num_units, chunk)
         ]
     )[:, 0]  # (K, C, h, w)
@@ -492,10 +495,13 @@ def _explain_methods(
     post: str,
     chunk_size: int | None,
 ) -> dict[str, CamResult]:
-    """The engine: one forward and one set of gradients, every method's weighting of them.
+    """The engine at one layer: method -> CamResult (see :func:`_explain_layers`)."""
+    name = resolve_layer(model, layer)[0]
+    results = _explain_layers(model, x, cond, targets, of, seed, [name], methods, post, chunk_size)
+    return results[name]
 
-    ``targets=None`` means every latent unit of ``of``; returns method -> CamResult.
-    """
+
+def _check_request(methods: Sequence[str], post: str, chunk_size: int | None) -> None:
     if not methods:
         raise InputError(f"no CAM method given; choose from: {', '.join(METHODS)}")
     for method in methods:
@@ -505,51 +511,98 @@ def _explain_methods(
         raise InputError(f"unknown post-op '{post}'; choose one of: {', '.join(POST_OPS)}")
     if chunk_size is not None and chunk_size < 1:
         raise InputError(f"chunk_size must be a positive number of targets, got {chunk_size}")
+
+
+def _explain_layers(
+    model: nn.Module,
+    x: torch.Tensor,
+    cond: torch.Tensor | None,
+    targets: Sequence[Target] | None,
+    of: str,
+    seed: int,
+    layers: Sequence[str],
+    methods: Sequence[str],
+    post: str,
+    chunk_size: int | None,
+) -> dict[str, dict[str, CamResult]]:
+    """The engine: one forward and one set of gradients for every layer, every method's
+    weighting of them.
+
+    The layers are captured in one forward pass (:func:`capture_activations`); those whose
+    path to mu is affine take the exact shortcut, the others share ONE batched backward
+    from the shallowest of them (the gradients at a deeper layer are the ones the same
+    backward passes through on its way down). ``targets=None`` means every latent unit of
+    ``of``; returns layer -> method -> CamResult.
+    """
+    _check_request(methods, post, chunk_size)
     if isinstance(model, GenerativeModel):
         _check_images(x)
-    named = resolve_layer(model, layer)
+    named = [resolve_layer(model, layer) for layer in dict.fromkeys(layers)]
     linear_in_mu = of == "mu" if targets is None else all(t.linear_in_mu for t in targets)
     with eval_mode(model):
-        jacobian = _affine_jacobian(model, x, cond, named) if linear_in_mu else None
-        output, acts = _forward(model, x, cond, named, record=jacobian is None)
+        jacobians = {
+            n: (_affine_jacobian(model, x, cond, (n, m)) if linear_in_mu else None)
+            for n, m in named
+        }
+        backward = {n for n, _ in named if jacobians[n] is None}
+        with capture_activations(named, backward) as captures, torch.no_grad():
+            raw = model(x) if cond is None else model(x, cond)
+        output = _as_output(raw)
+        acts = {n: captures[n].activation() for n, _ in named}
+    detached_acts = {n: a.detach() for n, a in acts.items()}
+    apart = [n for n in backward if not acts[n].requires_grad]  # not below the first leaf
+    graph = [n for n, _ in named if n in backward and n not in apart]
     if targets is None:
         targets = latent_targets(range(output.mu.shape[1]), of=of, seed=seed)
     num_targets = len(targets)
-    batch = acts.shape[0]
-    per_image = acts[0].numel() * acts.element_size()
+    batch = x.shape[0]
 
-    chunks: dict[str, list[torch.Tensor]] = {m: [] for m in methods}
-    if jacobian is not None:
-        log.debug("layer %s: exact affine shortcut for %d targets", named[0], num_targets)
+    chunks: dict[str, dict[str, list[torch.Tensor]]] = {
+        n: {m: [] for m in methods} for n, _ in named
+    }
+    shortcut = [n for n, _ in named if jacobians[n] is not None]
+    coefficients = None
+    if shortcut:
         for target in targets:
             target.check(output)
         coefficients = mu_coefficients(targets, output.mu.shape[1])
-        assert coefficients is not None
-        coefficients = coefficients.to(jacobian)
+    for name in shortcut:
+        jacobian = jacobians[name]
+        assert jacobian is not None and coefficients is not None
+        log.debug("layer %s: exact affine shortcut for %d targets", name, num_targets)
+        rows_all = coefficients.to(jacobian)
         # Grad-CAM needs only mean_hw of the gradients: average J first
         mean_jacobian = jacobian.mean(dim=(-2, -1), keepdim=True)  # (K, C, 1, 1)
+        per_image = acts[name][0].numel() * acts[name].element_size()
         size = chunk_size or _auto_chunk(num_targets, 4 * batch * per_image)
         for start in range(0, num_targets, size):
-            rows = coefficients[start : start + size]  # (Tc, K)
+            rows = rows_all[start : start + size]  # (Tc, K)
             for method in methods:
                 J = mean_jacobian if method == "gradcam" else jacobian
                 grads = torch.einsum("tk,kchw->tchw", rows, J)[:, None]  # (Tc, 1, C, h, w)
-                chunks[method].append(cam_from_grads(grads, acts.detach(), method, post))
-    else:
+                chunks[name][method].append(
+                    cam_from_grads(grads, detached_acts[name], method, post)
+                )
+    if graph:
         scores = target_scores(targets, output)  # (B, T)
         if scores.grad_fn is None:
             raise InputError(
                 f"the targets ({', '.join(t.name for t in targets[:3])}...) do not depend on "
-                f"layer '{named[0]}'; explain a layer below them"
+                f"layer '{graph[0]}'; explain a layer below them"
             )
+        inputs = [acts[n] for n in graph]
         graph_bytes = sum(
             t[0].numel() * t.element_size()
             for t in output
             if isinstance(t, torch.Tensor) and t.requires_grad
         )
+        per_image = sum(a[0].numel() * a.element_size() for a in inputs)
         size = chunk_size or _auto_chunk(num_targets, batch * (4 * per_image + 2 * graph_bytes))
         log.debug(
-            "layer %s: batched backward, %d targets in chunks of %d", named[0], num_targets, size
+            "layers %s: one batched backward, %d targets in chunks of %d",
+            ", ".join(graph),
+            num_targets,
+            size,
         )
         batched = True
         for start in range(0, num_targets, size):
@@ -557,21 +610,30 @@ def _explain_methods(
             columns, keep = range(start, stop), stop < num_targets
             if batched:
                 try:  # the first call keeps the graph, so that the fallback can use it
-                    grads = _batched_grads(scores, acts, columns, retain_graph=keep or start == 0)
+                    grads_by_layer = _batched_grads(
+                        scores, inputs, columns, retain_graph=keep or start == 0
+                    )
                 except RuntimeError as err:
                     if start != 0:
                         raise
                     log.info(
                         "layer %s: a batched backward is not supported above it (%s); one "
                         "backward per target instead (same gradients, slower)",
-                        named[0],
+                        graph[0],
                         str(err).splitlines()[0] if str(err) else type(err).__name__,
                     )
                     batched = False
             if not batched:
-                grads = _looped_grads(scores, acts, columns, retain_graph=keep)
-            for method in methods:
-                chunks[method].append(cam_from_grads(grads, acts.detach(), method, post))
+                grads_by_layer = _looped_grads(scores, inputs, columns, retain_graph=keep)
+            for name, grads in zip(graph, grads_by_layer, strict=True):
+                for method in methods:
+                    chunks[name][method].append(
+                        cam_from_grads(grads, detached_acts[name], method, post)
+                    )
+    separate = {
+        n: _explain_layers(model, x, cond, targets, of, seed, [n], methods, post, chunk_size)[n]
+        for n in apart  # a layer on another branch than the first: its own pass
+    }
 
     units = None
     if all(isinstance(t, LatentUnit) for t in targets):
@@ -581,14 +643,19 @@ def _explain_methods(
     detached = _detached(output)
     names = [t.name for t in targets]
     return {
-        method: CamResult(
-            maps=torch.cat(chunks[method], dim=1).float(),  # (B, T, h, w)
-            output=detached,
-            layer=named[0],
-            target_names=names,
-            units=units,
-        )
-        for method in methods
+        n: separate[n]
+        if n in separate
+        else {
+            method: CamResult(
+                maps=torch.cat(chunks[n][method], dim=1).float(),  # (B, T, h, w)
+                output=detached,
+                layer=n,
+                target_names=names,
+                units=units,
+            )
+            for method in methods
+        }
+        for n, _ in named
     }
 
 
@@ -719,6 +786,43 @@ def compute_cams_by_method(
     )
 
 
+def cams_by_layer(
+    model: nn.Module,
+    x: torch.Tensor,
+    layers: Sequence[str | nn.Module],
+    methods: Sequence[str] = ("gradcam",),
+    cond: torch.Tensor | None = None,
+    targets: Sequence[TargetLike] | None = None,
+    post: str = "relu",
+    chunk_size: int | None = None,
+) -> dict[str, dict[str, CamResult]]:
+    """The maps of several layers and methods from ONE forward and ONE backward.
+
+    The layers are captured in the same forward pass; those whose path to mu is affine (and
+    targets linear in mu) take the exact shortcut, the others share one batched backward
+    from the shallowest of them, which passes through every deeper one on its way down. The
+    maps are those of :func:`latent_cams` / :func:`compute_cams` at each layer.
+
+    Args:
+        model, x, cond, methods, post, chunk_size: as :func:`compute_cams_by_method`.
+        layers: the layers (names or modules), any order.
+        targets: T targets, or None for every latent unit (T = K, column k = mu_k).
+
+    Returns:
+        layer name -> method -> CamResult (maps (B, T, h, w) float32), layers in the order
+        given.
+    """
+    resolved = None if targets is None else [as_target(t) for t in targets]
+    if resolved is not None and not resolved:
+        raise InputError("targets is empty; give at least one target")
+    names = [resolve_layer(model, layer)[0] for layer in layers]
+    if not names:
+        raise InputError("no layer given; name at least one layer to explain")
+    return _explain_layers(
+        model, x, cond, resolved, "mu", 0, names, tuple(methods), post, chunk_size
+    )
+
+
 # ----------------------------------------------------------------------------- post-processing
 
 
@@ -775,6 +879,7 @@ __all__ = [
     "CamResult",
     "affine_jacobian",
     "cam_from_grads",
+    "cams_by_layer",
     "compute_cams",
     "compute_cams_by_method",
     "is_affine_path",

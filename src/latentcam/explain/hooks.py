@@ -105,3 +105,65 @@ def capture_activation(
         yield capture
     finally:
         handle.remove()
+
+
+@contextlib.contextmanager
+def capture_activations(
+    layers: list[tuple[str, nn.Module]], grad_layers: set[str]
+) -> Iterator[dict[str, Capture]]:
+    """:func:`capture_activation` for several layers in ONE forward pass.
+
+    The first layer of ``grad_layers`` to run is captured as :func:`capture_activation`
+    does (a fresh leaf that requires grad; autograd switched on from there, so the caller
+    runs the forward under ``torch.no_grad()``). Every layer that runs after it is captured
+    as the graph node it is (``acts`` is not a leaf: gradients with respect to it come from
+    the same backward pass that reaches the first one) and the model goes on with a clone,
+    so that a later in-place op does not change the captured values. Layers that run
+    before it are captured as plain values (no gradient). Values are those of the model's
+    own forward in every case.
+
+    Args:
+        layers: (dotted name, module) of each layer to capture, each a tensor (B, C, h, w).
+        grad_layers: the names whose gradients will be needed.
+
+    Yields:
+        name -> :class:`Capture`, filled in when the forward passes; a layer whose
+        ``acts.requires_grad`` is False after it was not downstream of the leaf.
+    """
+    captures = {name: Capture(name=name) for name, _ in layers}
+    recording = [False]
+
+    def make_hook(name: str) -> Any:
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> torch.Tensor:
+            if not isinstance(output, torch.Tensor) or output.dim() != 4:
+                got = (
+                    tuple(output.shape)
+                    if isinstance(output, torch.Tensor)
+                    else type(output).__name__
+                )
+                raise InputError(
+                    f"layer '{name}' returns {got}; Grad-CAM needs a conv activation map "
+                    "(B, C, h, w). Choose a conv layer or block (e.g. encoder.blocks.N)."
+                )
+            capture = captures[name]
+            capture.calls += 1
+            if not recording[0] and name in grad_layers:
+                recording[0] = True
+                torch.set_grad_enabled(True)  # from here on; restored by the caller's no_grad
+                kept = output.detach().requires_grad_(True)
+            elif recording[0]:
+                kept = output  # a node of the graph that starts at the first grad layer
+            else:
+                kept = output.detach()
+            if capture.acts is None:  # a second call is reported by Capture.activation()
+                capture.acts = kept
+            return kept.clone()
+
+        return hook
+
+    handles = [module.register_forward_hook(make_hook(name)) for name, module in layers]
+    try:
+        yield captures
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -40,9 +40,8 @@ from tqdm.auto import tqdm
 from latentcam.errors import InputError
 from latentcam.explain import metrics as M
 from latentcam.explain.cam import (
-    compute_cams_by_method,
+    cams_by_layer,
     latent_cams,
-    latent_cams_by_method,
     normalise,
     upsample,
 )
@@ -276,30 +275,41 @@ class CamBank:
         return self._maps[(layer, method)]
 
     def prefetch(self, layer: str, methods: Sequence[str]) -> None:
-        """Compute the maps of several methods at a real layer from ONE gradient pass.
+        """Compute the maps of several methods at a real layer (see :meth:`prefetch_layers`)."""
+        self.prefetch_layers([layer], methods)
+
+    def prefetch_layers(
+        self, layers: Sequence[str], methods: Sequence[str], progress: bool = False
+    ) -> None:
+        """Compute the maps of several methods at several real layers from ONE gradient pass.
 
         Every method is a weighting of the same gradients dmu_k/dA
-        (:func:`latentcam.explain.cam.cam_from_grads`), so the costly batched backward runs
-        once per chunk of images, not once per method. Where the path from the layer to mu
-        is affine the engine's exact shortcut is used instead (no backward at all).
+        (:func:`latentcam.explain.cam.cam_from_grads`), and the backward from mu to the
+        shallowest layer passes through every deeper one, so the costly batched backward
+        runs once per chunk of images, not once per layer and method
+        (:func:`latentcam.explain.cam.cams_by_layer`). Where the path from a layer to mu is
+        affine the engine's exact shortcut is used instead (no backward at all).
+        ``progress``: a bar over the chunks of images.
         """
-        todo = [m for m in dict.fromkeys(methods) if (layer, m) not in self._maps]
+        todo = {
+            layer: [m for m in dict.fromkeys(methods) if (layer, m) not in self._maps]
+            for layer in dict.fromkeys(layers)
+        }
+        todo = {layer: ms for layer, ms in todo.items() if ms}
         if not todo:
             return
-        out: dict[str, list[Tensor]] = {m: [] for m in todo}
-        for s in range(0, self.images.shape[0], CHUNK):
+        wanted = list(dict.fromkeys(m for ms in todo.values() for m in ms))
+        out: dict[tuple[str, str], list[Tensor]] = {}
+        starts = range(0, self.images.shape[0], CHUNK)
+        for s in tqdm(starts, desc="gradients", disable=not progress, leave=False):
             x = self.images[s : s + CHUNK]
             c = None if self.cond is None else self.cond[s : s + CHUNK]
-            if self.targets is None:
-                results = latent_cams_by_method(self.model, x, cond=c, layer=layer, methods=todo)
-            else:
-                results = compute_cams_by_method(
-                    self.model, x, self.targets, cond=c, layer=layer, methods=todo
-                )
-            for m, res in results.items():
-                out[m].append(res.maps.cpu())
-        for m in todo:
-            self._maps[(layer, m)] = torch.cat(out[m])
+            results = cams_by_layer(self.model, x, list(todo), wanted, cond=c, targets=self.targets)
+            for layer, ms in todo.items():
+                for m in ms:
+                    out.setdefault((layer, m), []).append(results[layer][m].maps.cpu())
+        for key, parts in out.items():
+            self._maps[key] = torch.cat(parts)
 
     def map_size(self, layer: str) -> list[int]:
         """[h, w] of a layer's maps; the image size for :data:`FUSION`."""
@@ -479,8 +489,7 @@ def compare_layers(
     real = {
         n for layer in layers for n in (fusion_layers(bank.model) if layer == FUSION else [layer])
     }
-    for name in tqdm(sorted(real), desc="gradients", disable=not progress, leave=False):
-        bank.prefetch(name, methods)
+    bank.prefetch_layers(sorted(real), methods, progress=progress)
     reference = reference_of(effects, decoder)
     sizes = {layer: bank.map_size(layer) for layer in layers}
     pairs = [(layer, method) for layer in layers for method in methods]

@@ -125,14 +125,19 @@ def centre(a: Tensor) -> Centred:
     """:class:`Centred` of ``a`` (..., P), in float64."""
     a = a.double()
     a = a - a.mean(-1, keepdim=True)
-    return Centred(a, a.square().sum(-1))
+    return Centred(a, _dot_last(a, a))
+
+
+def _dot_last(a: Tensor, b: Tensor) -> Tensor:
+    """sum over the last dim of a * b, as a batched dot product (no (..., P) temporary)."""
+    return torch.einsum("...p,...p->...", a, b)
 
 
 def pearson_centred(a: Centred, b: Centred) -> Tensor:
     """Pearson correlation along the last dim of two :func:`centre` outputs (float64);
     NaN where either side is constant."""
     denom = (a.sum_sq * b.sum_sq).sqrt()
-    corr = (a.values * b.values).sum(-1) / denom
+    corr = _dot_last(a.values, b.values) / denom
     return torch.where(denom > 0, corr, torch.full_like(corr, float("nan")))
 
 

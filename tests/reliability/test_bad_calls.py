@@ -183,7 +183,9 @@ CASES: dict[str, list[Case]] = {
         Case("import --from diffusers {missing} --out {out}", "model folder not found"),
         Case("import --from python no_such_module_xyz:make --out {out}", "cannot find the factory"),
         Case("import --from python os:path --out {out}", "the factory 'os:path' raised"),
-        Case("import --from diffusers {missing} --out {out} --size 0", "--size: must be an integer"),
+        Case(
+            "import --from diffusers {missing} --out {out} --size 0", "--size: must be an integer"
+        ),
         Case("import --from nope {missing} --out {out}", "nope"),
     ],
     "evaluate": [

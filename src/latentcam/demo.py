@@ -200,7 +200,7 @@ def run_demo(
         total=round(render_s + sum(model_s.values())),
         disable=not progress,
         unit="s",
-        bar_format="{desc} {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]",
+        bar_format="{desc}{postfix} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]",
         dynamic_ncols=True,
     )
     summary: list[dict[str, Any]] = []

@@ -99,3 +99,20 @@ def test_glance_sorts_the_scores_into_trust_and_doubt() -> None:
     assert box.command == cmd and box.advice == "train longer"
     good = glance(facts, metrics, "b3", "gradcam")
     assert "heatmaps at b3 (pointing game vs chance): 3.1× chance" in good.trust
+
+
+def test_a_short_run_that_reached_its_floors_is_not_called_undertrained() -> None:
+    # the demo's CVAE: 400 onecycle steps, PSNR 21.5 dB against the mean image's 14.7
+    assert undertrained(RunFacts(kind="cvae", steps=400, psnr=21.5, mean_psnr=14.7)) == []
+    # the demo's SegVAE: 300 steps, IoU 0.905 against its prior's 0.626
+    assert undertrained(RunFacts(kind="segvae", steps=300, iou=0.905, prior_iou=0.626)) == []
+
+
+def test_the_glance_reads_iou_against_the_prior_as_the_banner_does() -> None:
+    from latentcam.report.trust import glance
+
+    # the demo's SegVAE: IoU 0.905 against its prior's 0.626 (ratio 1.45, offset 0.28)
+    facts = RunFacts(kind="segvae", steps=300, iou=0.905, prior_iou=0.626)
+    box = glance(facts, {}, "encoder.blocks.1", "gradcam")
+    assert any(line.startswith("segmentation (binary IoU") for line in box.trust), box
+    assert not any("segmentation" in line for line in box.doubt), box

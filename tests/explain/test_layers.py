@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from latentcam.config import ModelConfig
 from latentcam.errors import InputError
 from latentcam.explain.cam import latent_cams
 from latentcam.explain.layers import (
@@ -21,6 +22,7 @@ from latentcam.explain.layers import (
     pick_best,
 )
 from latentcam.models.base import Decoded, GenerativeModel, VAEOutput
+from latentcam.models.registry import build_model
 
 # ----------------------------------------------------------------------------- fusion
 
@@ -125,9 +127,6 @@ def test_parse_layers_words_and_names() -> None:
 
 
 def test_fusion_layers_keep_8x8_and_up_plus_the_last() -> None:
-    from latentcam.config import ModelConfig
-    from latentcam.models.registry import build_model
-
     model = build_model(
         ModelConfig(
             kind="vae",
@@ -219,12 +218,10 @@ def test_cam_bank_reuses_maps() -> None:
     assert bank.image_maps("encoder.blocks.1", "gradcam", [1]).shape == (3, 1, 16, 16)
 
 
-def test_bank_shares_one_gradient_pass_between_methods() -> None:
-    from latentcam.config import ModelConfig
-    from latentcam.models.registry import build_model
-
+def _tiny_vae(head: str) -> nn.Module:
+    """A seeded 16 px VAE with three blocks and the given mu head."""
     torch.manual_seed(0)
-    model = build_model(
+    return build_model(
         ModelConfig(
             kind="vae",
             image_size=16,
@@ -232,10 +229,14 @@ def test_bank_shares_one_gradient_pass_between_methods() -> None:
             num_layers=3,
             base_channels=4,
             max_channels=8,
-            head="mlp",
+            head=head,
             head_hidden=8,
         )
     )
+
+
+def test_bank_shares_one_gradient_pass_between_methods() -> None:
+    model = _tiny_vae("mlp")
     images = torch.rand(3, 3, 16, 16)
     bank = CamBank(model, images, None)
     methods = ["gradcam", "layercam", "hirescam"]
@@ -249,22 +250,7 @@ def test_bank_shares_one_gradient_pass_between_methods() -> None:
 def test_bank_shares_one_gradient_pass_between_layers(head: str) -> None:
     """One forward and one backward for every layer: the same maps as one pass per layer
     (mlp: every layer takes the backward; linear: the last layer takes the affine shortcut)."""
-    from latentcam.config import ModelConfig
-    from latentcam.models.registry import build_model
-
-    torch.manual_seed(0)
-    model = build_model(
-        ModelConfig(
-            kind="vae",
-            image_size=16,
-            latent_dim=3,
-            num_layers=3,
-            base_channels=4,
-            max_channels=8,
-            head=head,
-            head_hidden=8,
-        )
-    )
+    model = _tiny_vae(head)
     images = torch.rand(3, 3, 16, 16)
     layers = ["encoder.blocks.2", "encoder.blocks.0", "encoder.blocks.1"]
     methods = ["gradcam", "layercam", "hirescam"]

@@ -18,7 +18,6 @@ tests/test_pipeline.py.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any, NamedTuple
 
 import pytest
 import torch
+from tests.reliability.tally import tally_file
 
 from latentcam.checkpoint import LoadedRun, check_image_size, load_run
 from latentcam.cli import main
@@ -256,14 +256,12 @@ def run_cli(argv: list[str]) -> int:
 def _record(command: str, case: Case, message: str, places: dict[str, str]) -> None:
     """With LATENTCAM_RELIABILITY_TALLY=FOLDER, append the case and its message (paths
     shown as their placeholders) to FOLDER/bad_calls-<worker>.jsonl (for the docs table)."""
-    folder = os.environ.get("LATENTCAM_RELIABILITY_TALLY")
-    if not folder:
+    out = tally_file("bad_calls", ".jsonl")
+    if out is None:
         return
     for name, path in sorted(places.items(), key=lambda item: -len(item[1])):
         message = message.replace(path, "{" + name + "}")
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    with open(Path(folder) / f"bad_calls-{worker}.jsonl", "a") as fh:
+    with open(out, "a") as fh:
         fh.write(json.dumps({"command": command, "argv": case.argv, "message": message}) + "\n")
 
 

@@ -33,6 +33,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from tests.reliability.tally import tally_file
 
 from latentcam.data.classes import ATTRIBUTE_NAMES, PART_NAMES
 from latentcam.data.dataset import FaceData, load_face_data
@@ -71,11 +72,8 @@ _caches = itertools.count()
 @pytest.fixture(scope="module", autouse=True)
 def _write_tally() -> Iterator[None]:
     yield
-    folder = os.environ.get("LATENTCAM_RELIABILITY_TALLY")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-        out = Path(folder) / f"bad_data-{worker}.json"
+    out = tally_file("bad_data", ".json")
+    if out is not None:
         out.write_text(json.dumps({k: dict(v) for k, v in sorted(TALLY.items())}, indent=1))
 
 

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pytest
 import torch
+from tests.reliability.tally import tally_file
 
 from latentcam.cli import build_parser, main
 from latentcam.data.classes import ATTRIBUTE_NAMES
@@ -566,14 +567,12 @@ def run_cli(argv: list[str]) -> int:
 
 
 def _record(case: Bad, line: str, inputs: dict[str, Path]) -> None:
-    folder = os.environ.get("LATENTCAM_RELIABILITY_TALLY")
-    if not folder:
+    out = tally_file("bad_input_sweep", ".jsonl")
+    if out is None:
         return
     for name, path in sorted(inputs.items(), key=lambda item: -len(str(item[1]))):
         line = line.replace(str(path), "{" + name + "}")
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    with open(Path(folder) / f"bad_input_sweep-{worker}.jsonl", "a") as fh:
+    with open(out, "a") as fh:
         fh.write(json.dumps({"kind": case.kind, "argv": case.argv, "message": line}) + "\n")
 
 

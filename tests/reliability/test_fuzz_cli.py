@@ -43,6 +43,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.reliability.tally import tally_file
 
 from latentcam.cli import build_parser, main
 from latentcam.config import DataConfig, ModelConfig, TrainConfig, load_config
@@ -153,11 +154,9 @@ EXIT_0 = "exit 0"
 @pytest.fixture(scope="module", autouse=True)
 def _write_tally() -> Iterator[None]:
     yield
-    folder = os.environ.get("LATENTCAM_RELIABILITY_TALLY")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-        (Path(folder) / f"fuzz_cli-{worker}.json").write_text(json.dumps(dict(TALLY), indent=1))
+    out = tally_file("fuzz_cli", ".json")
+    if out is not None:
+        out.write_text(json.dumps(dict(TALLY), indent=1))
 
 
 def snapshot(root: Path) -> set[str]:

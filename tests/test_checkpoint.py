@@ -60,10 +60,14 @@ def test_missing_file_and_empty_folder(tmp_path: Path) -> None:
         load_model(tmp_path)
 
 
-def test_wrong_kind_is_refused(run: TrainResult) -> None:
-    assert load_model(run.run_dir, kind="vae") is not None
-    with pytest.raises(CheckpointError, match="holds a vae model, but a segvae model is needed"):
-        load_model(run.run_dir, kind="segvae")
+def test_a_missing_capability_is_refused(run: TrainResult) -> None:
+    assert load_model(run.run_dir, needs="image") is not None
+    with pytest.raises(CheckpointError, match="holds a model without a segmentation output"):
+        load_model(run.run_dir, needs="segmentation")
+    with pytest.raises(CheckpointError, match="without a condition"):
+        load_model(run.run_dir, needs="condition")
+    with pytest.raises(InputError, match="needs must be one of image, segmentation, condition"):
+        load_model(run.run_dir, needs="segvae")
 
 
 def test_wrong_image_size(run: TrainResult) -> None:

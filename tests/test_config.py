@@ -2,7 +2,17 @@ from pathlib import Path
 
 import pytest
 
-from latentcam.config import RunConfig, load_config, to_dict, to_yaml
+from latentcam.config import (
+    CVAEConfig,
+    ModelConfig,
+    RunConfig,
+    SegVAEConfig,
+    VAEConfig,
+    load_config,
+    model_config,
+    to_dict,
+    to_yaml,
+)
 from latentcam.errors import ConfigError
 
 
@@ -27,6 +37,59 @@ def test_round_trip_through_yaml_and_dict(tmp_path: Path) -> None:
     f.write_text(to_yaml(cfg))
     assert load_config([f]) == cfg
     assert load_config(base=to_dict(cfg)) == cfg
+
+
+def test_each_kind_has_its_own_config_with_the_shared_fields_inherited(tmp_path: Path) -> None:
+    vae, cvae, seg = (load_config(overrides=[f"model.kind={k}"]).model for k in KINDS)
+    assert (type(vae), type(cvae), type(seg)) == (VAEConfig, CVAEConfig, SegVAEConfig)
+    assert all(isinstance(m, ModelConfig) for m in (vae, cvae, seg))
+    assert (cvae.cond_dim, seg.seg_classes, seg.seg_recon_image) == (40, 1, False)
+    assert not hasattr(vae, "cond_dim") and not hasattr(vae, "seg_classes")
+    assert set(to_dict(load_config())["model"]) == {f for f in vars(ModelConfig()) if f[0] != "_"}
+    assert "cond_dim" not in to_yaml(load_config()) and "cond_dim: 40" in to_yaml(
+        load_config(overrides=["model.kind=cvae"])
+    )
+    # the last source to set the kind picks the class, whatever the order of the other keys
+    f = tmp_path / "seg.yaml"
+    f.write_text("model:\n  seg_classes: 19\n")
+    cfg = load_config([f], ["model.kind=segvae"])
+    assert isinstance(cfg.model, SegVAEConfig) and cfg.model.seg_classes == 19
+    assert model_config("cvae", cond_dim=5) == CVAEConfig(cond_dim=5)
+
+
+def test_a_key_of_another_kind_names_the_kind_it_belongs_to(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError,
+        match=r"'model.cond_dim' in the command line belongs to cvae models, but model.kind is "
+        r"'vae'; set model.kind=cvae",
+    ):
+        load_config(overrides=["model.cond_dim=3"])
+    f = tmp_path / "c.yaml"
+    f.write_text("model:\n  kind: segvae\n  cond_dim: 3\n")
+    with pytest.raises(ConfigError, match=rf"'model.cond_dim' in {f} belongs to cvae"):
+        load_config([f])
+    with pytest.raises(ConfigError, match="seg_classes' in the call belongs to segvae"):
+        model_config("vae", seg_classes=19)
+    with pytest.raises(ConfigError, match="a ModelConfig cannot hold model.kind 'cvae'"):
+        ModelConfig(kind="cvae")
+    with pytest.raises(ConfigError, match="'model.seg_classes' must be 1 .* or 19"):
+        load_config(overrides=["model.kind=segvae", "model.seg_classes=5"])
+
+
+def test_a_flat_config_saved_by_an_older_version_still_loads() -> None:
+    """Checkpoints written before configs were per kind hold every kind's model fields."""
+    flat = to_dict(load_config(overrides=["model.kind=cvae", "model.cond_dim=7"]))
+    flat["model"].update(seg_classes=1, seg_recon_image=False)
+    cfg = load_config(base=flat)
+    assert isinstance(cfg.model, CVAEConfig) and cfg.model.cond_dim == 7
+    flat["model"].update(kind="vae")
+    assert type(load_config(base=flat).model) is VAEConfig
+    flat["model"]["no_such_key"] = 1  # not a field of any kind: still an error
+    with pytest.raises(ConfigError, match="model.no_such_key"):
+        load_config(base=flat)
+
+
+KINDS = ("vae", "cvae", "segvae")
 
 
 @pytest.mark.parametrize(

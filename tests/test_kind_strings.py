@@ -24,10 +24,6 @@ ALLOWED = {
     "models/registry.py",
     # the training module: which loss a kind trains with
     "training/module.py",
-    # the config schema: declares the kinds and checks the fields of each kind's config
-    "config.py",
-    # loading a run: load_run(kind=...) checks the kind a caller asks for
-    "checkpoint.py",
 }
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from latentcam.cli import main
-from latentcam.config import ModelConfig, RunConfig, load_config
+from latentcam.config import RunConfig, load_config, model_config
 from latentcam.errors import InputError
 from latentcam.evaluate import evaluate
 from latentcam.explain.metrics import seg_iou
@@ -176,11 +176,11 @@ def test_recommend_smallest_latent_within_tolerance() -> None:
             "pointing_game": 0.1,
         },
     ]
-    rec = recommend(rows, capabilities_of(ModelConfig(kind="vae")))
+    rec = recommend(rows, capabilities_of(model_config(kind="vae")))
     assert rec["smallest_latent"] == 15 and rec["best_localisation_point"] == "b"
     seg = recommend(
         [{**r, "iou": v} for r, v in zip(rows, (0.80, 0.84, 0.855, 0.86), strict=True)],
-        capabilities_of(ModelConfig(kind="segvae")),
+        capabilities_of(model_config(kind="segvae")),
     )
     assert seg["smallest_latent"] == 50
 

@@ -19,12 +19,28 @@ from typing import Any, NamedTuple
 
 import torch
 
-from latentcam.config import DataConfig, ModelConfig, RunConfig, load_config, to_dict
+from latentcam.config import (
+    CVAEConfig,
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    SegVAEConfig,
+    VAEConfig,
+    load_config,
+    to_dict,
+)
 from latentcam.errors import CheckpointError, ConfigError, InputError
 from latentcam.io import TENSORS_ONLY, broken_link, pickled_objects
 from latentcam.models.base import GenerativeModel
+from latentcam.models.protocol import (
+    LatentModel,
+    has_image_output,
+    has_seg_output,
+    is_conditional,
+    seg_class_count,
+)
 from latentcam.models.registry import build_model
-from latentcam.models.saved import is_adapter_run, legacy_kind, load_adapted, read_spec, state_diff
+from latentcam.models.saved import is_adapter_run, load_adapted, read_spec, state_diff
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +254,30 @@ def _run_dir_of(ckpt_path: Path) -> Path | None:
     return None
 
 
-def load_run(path: str | Path, map_location: Any = "cpu", kind: str | None = None) -> LoadedRun:
+#: What :func:`load_run` can require of a model (``needs=``): the question it asks the
+#: model, and how the message names the capability.
+NEEDS = {
+    "image": (has_image_output, "an image output"),
+    "segmentation": (has_seg_output, "a segmentation output"),
+    "condition": (is_conditional, "a condition (a conditional model)"),
+}
+
+
+def _check_needs(model: LatentModel, needs: str | None, where: Path) -> None:
+    if needs is None:
+        return
+    if needs not in NEEDS:
+        raise InputError(f"needs must be one of {', '.join(NEEDS)} or None, got {needs!r}")
+    has, what = NEEDS[needs]
+    if not has(model):
+        outputs = ", ".join(sorted(model.outputs))
+        raise CheckpointError(
+            f"{where} holds a model without {what} (it outputs: {outputs}; condition features: "
+            f"{model.cond_dim}), but one with {what} is needed here; give another run"
+        )
+
+
+def load_run(path: str | Path, map_location: Any = "cpu", needs: str | None = None) -> LoadedRun:
     """Rebuild a trained model from a checkpoint file or a run folder, with nothing else.
 
     Args:
@@ -246,24 +285,22 @@ def load_run(path: str | Path, map_location: Any = "cpu", kind: str | None = Non
             ``last.ckpt``), or the folder of an adapted model (``adapter.json`` and
             ``weights.safetensors``, :mod:`latentcam.models.saved`).
         map_location: where the weights go (``"cpu"``, ``"cuda"``, a ``torch.device``).
-        kind: if given (``"vae"``, ``"cvae"``, ``"segvae"``), the model kind required.
+        needs: if given, a capability the model must have (a key of :data:`NEEDS`:
+            ``"image"``, ``"segmentation"`` or ``"condition"``).
 
     Raises:
-        CheckpointError: missing, corrupt or foreign file; wrong model kind; weights that do
+        CheckpointError: missing, corrupt or foreign file; a model without the capability
+            ``needs`` names; weights that do
             not fit the model the config describes, or that hold NaN or Inf.
     """
     if is_adapter_run(path):
-        return _load_adapter_run(Path(path), map_location, kind)
+        return _load_adapter_run(Path(path), map_location, needs)
     checkpoint = read_checkpoint(path, map_location=map_location)
     check_finite_weights(checkpoint)
     ckpt_path = Path(checkpoint["_path"])
     cfg = config_of(checkpoint)
-    if kind is not None and cfg.model.kind != kind:
-        raise CheckpointError(
-            f"{ckpt_path} holds a {cfg.model.kind} model, but a {kind} model is needed here; "
-            f"give a checkpoint of a {kind} run"
-        )
     model = build_model(cfg.model)
+    _check_needs(model, needs, ckpt_path)
     state = model_state(checkpoint)
     try:
         model.load_state_dict(state, strict=True)
@@ -289,27 +326,28 @@ def load_run(path: str | Path, map_location: Any = "cpu", kind: str | None = Non
     )
 
 
-def _load_adapter_run(path: Path, map_location: Any, kind: str | None) -> LoadedRun:
+def _stand_in_config(model: LatentModel) -> ModelConfig:
+    """The model config of ours whose capabilities match an adapted model's (outputs,
+    condition, image size, latent width), for the code that holds only a config."""
+    shared: dict[str, Any] = {"image_size": model.image_size, "latent_dim": model.latent_dim}
+    if has_seg_output(model):
+        return SegVAEConfig(
+            seg_classes=seg_class_count(model), seg_recon_image=has_image_output(model), **shared
+        )
+    if is_conditional(model):
+        return CVAEConfig(cond_dim=model.cond_dim, **shared)
+    return VAEConfig(**shared)
+
+
+def _load_adapter_run(path: Path, map_location: Any, needs: str | None) -> LoadedRun:
     """:func:`load_run` for an adapted model's folder. Its config is a default RunConfig
-    with the model's image size, latent width and condition, the data it expects, and the
-    kind the tools that still compare kind strings should treat it as
-    (:func:`latentcam.models.saved.legacy_kind`)."""
+    with a stand-in model config (:func:`_stand_in_config`) and the data it expects."""
 
     model = load_adapted(path, map_location=map_location)
-    model_kind = legacy_kind(model)
-    if kind is not None and model_kind != kind:
-        raise CheckpointError(
-            f"{path} holds an adapted model that works as a {model_kind}, but a {kind} model is "
-            f"needed here; give a {kind} run"
-        )
+    _check_needs(model, needs, path)
     data = read_spec(path).get("data")
     cfg = RunConfig(
-        model=ModelConfig(
-            kind=model_kind,
-            image_size=model.image_size,
-            latent_dim=model.latent_dim,
-            cond_dim=model.cond_dim or ModelConfig.cond_dim,
-        ),
+        model=_stand_in_config(model),
         data=DataConfig(path=data) if data else DataConfig(),
     )
     return LoadedRun(
@@ -318,10 +356,10 @@ def _load_adapter_run(path: Path, map_location: Any, kind: str | None) -> Loaded
 
 
 def load_model(
-    path: str | Path, map_location: Any = "cpu", kind: str | None = None
+    path: str | Path, map_location: Any = "cpu", needs: str | None = None
 ) -> GenerativeModel:
     """The trained model (eval mode) from a ``.ckpt`` or a run folder; see :func:`load_run`."""
-    return load_run(path, map_location=map_location, kind=kind).model
+    return load_run(path, map_location=map_location, needs=needs).model
 
 
 def check_image_size(model_cfg: ModelConfig, data_size: int | tuple[int, int]) -> None:

@@ -22,8 +22,6 @@ from omegaconf.errors import OmegaConfBaseException
 from latentcam.errors import ConfigError
 from latentcam.io import TextEncodingError, broken_link, decode_text
 
-MODEL_KINDS = ("vae", "cvae", "segvae")
-
 #: Packaged recipes: ``--config vae64`` reads ``latentcam/configs/vae64.yaml``.
 RECIPES_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -52,7 +50,12 @@ def resolve_config_file(name_or_path: str | Path) -> Path:
 
 @dataclass
 class ModelConfig:
-    kind: str = "vae"  # vae | cvae | segvae
+    """The fields every model kind shares. A run's config holds one of its subclasses, one
+    per kind (:class:`VAEConfig`, :class:`CVAEConfig`, :class:`SegVAEConfig`), which add the
+    fields of that kind only, as pythae's model configs do; :func:`model_config` builds the
+    one a kind names."""
+
+    kind: str = "vae"  # vae | cvae | segvae: which model class the registry builds
     image_size: int = 64  # square input side in pixels; a power of two (64, 128, 256 in the paper)
     latent_dim: int = 100  # K, the number of latent units (the paper sweeps 5, 15, 50, 100)
     num_layers: int = 4  # encoder conv blocks (paper: 3 to 8); the decoder mirrors them
@@ -64,9 +67,6 @@ class ModelConfig:
     activation: str = "leaky_relu"  # leaky_relu | relu | elu | silu
     head: str = "linear"  # linear (mu = W vec(A) + b, the paper) | mlp (a hidden layer before mu)
     head_hidden: int = 256  # width of the hidden layer when head = mlp
-    cond_dim: int = 40  # CVAE: number of conditioning attributes (CelebA has 40)
-    seg_classes: int = 1  # SegVAE: 1 = the paper's binary mask, 19 = full CelebAMask-HQ parsing
-    seg_recon_image: bool = False  # SegVAE: also reconstruct the image from the same latent
     bottleneck: str = "vector"  # vector (the paper) | spatial: latent_dim channels at the
     # smallest map (side min_feature_size), so mu is (B, latent_dim * s * s), channel-major
     decoder: str = "plain"  # plain (transposed conv per level, the paper) | residual (upsample + conv + residual block)
@@ -74,6 +74,99 @@ class ModelConfig:
     logvar_init: float = 0.0  # initial bias of the logvar layer; 0 keeps PyTorch's default init.
     # A negative value (e.g. -6) starts with a nearly deterministic posterior, so the decoder
     # is not fed noise of SD 1 at step 0: faster early training when the KL weight is 0 or small
+
+    def __post_init__(self) -> None:
+        expected = model_config_class(self.kind)
+        if _field_names(type(self)) != _field_names(expected):
+            raise ConfigError(
+                f"a {type(self).__name__} cannot hold model.kind '{self.kind}'; build it with "
+                f"latentcam.config.model_config('{self.kind}', ...) ({expected.__name__})"
+            )
+
+    def check(self) -> None:
+        """Checks of the fields this kind adds (the shared ones are checked by
+        :func:`validate`). Raises ConfigError."""
+
+
+@dataclass
+class VAEConfig(ModelConfig):
+    """A VAE: the shared fields only (the paper's model)."""
+
+    kind: str = "vae"
+
+
+@dataclass
+class CVAEConfig(ModelConfig):
+    """A conditional VAE: encoder and decoder also read the image's attributes."""
+
+    kind: str = "cvae"
+    cond_dim: int = 40  # number of conditioning attributes (CelebA has 40)
+
+
+@dataclass
+class SegVAEConfig(ModelConfig):
+    """A VAE-shaped segmentation network: the decoder predicts part masks."""
+
+    kind: str = "segvae"
+    seg_classes: int = 1  # 1 = the paper's binary mask, 19 = full CelebAMask-HQ parsing
+    seg_recon_image: bool = False  # also reconstruct the image from the same latent
+
+    def check(self) -> None:
+        if self.seg_classes not in (1, 19):
+            raise ConfigError(
+                f"config key 'model.seg_classes' must be 1 (binary mask) or 19 (parts), got "
+                f"{self.seg_classes}"
+            )
+
+
+#: The config class of each model kind, in the order ``MODEL_KINDS`` lists them.
+MODEL_CONFIGS: tuple[type[ModelConfig], ...] = (VAEConfig, CVAEConfig, SegVAEConfig)
+MODEL_KINDS: tuple[str, ...] = tuple(cls.kind for cls in MODEL_CONFIGS)
+
+
+def _field_names(cls: type) -> frozenset[str]:
+    return frozenset(f.name for f in fields(cls))
+
+
+def model_config_class(kind: object) -> type[ModelConfig]:
+    """The config class of model kind ``kind``.
+
+    Raises:
+        ConfigError: an unknown kind, with the known ones.
+    """
+    for cls in MODEL_CONFIGS:
+        if cls.kind == kind:
+            return cls
+    raise ConfigError(
+        f"config key 'model.kind' is '{kind}'; choose one of: {', '.join(MODEL_KINDS)}"
+    )
+
+
+def model_config(kind: str = "vae", **values: Any) -> ModelConfig:
+    """The model config of ``kind`` with ``values`` set, e.g.
+    ``model_config("cvae", cond_dim=5)``.
+
+    Raises:
+        ConfigError: an unknown kind, or a field that models of that kind do not have.
+    """
+    cls = model_config_class(kind)
+    foreign = sorted(set(values) - _field_names(cls))
+    if foreign:
+        raise ConfigError(_foreign_message(foreign[0], kind, "the call"))
+    return cls(**values)
+
+
+def _foreign_message(key: str, kind: object, source: str) -> str:
+    owners = [cls.kind for cls in MODEL_CONFIGS if key in _field_names(cls)]
+    if not owners:
+        return (
+            f"config key 'model.{key}' in {source}: no model has such a key. See "
+            "latentcam/config.py for the keys."
+        )
+    return (
+        f"config key 'model.{key}' in {source} belongs to {' and '.join(owners)} models, but "
+        f"model.kind is '{kind}'; set model.kind={owners[0]} or remove the key"
+    )
 
 
 @dataclass
@@ -138,7 +231,7 @@ class TrainConfig:
 
 @dataclass
 class RunConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=VAEConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -156,6 +249,9 @@ def _fail(err: OmegaConfBaseException, source: str) -> ConfigError:
 
 #: The sections of a config file, as in :class:`RunConfig`.
 SECTIONS = ("model", "data", "train")
+
+#: One key of each section, for the messages.
+_EXAMPLE_KEY = {"model": "latent_dim=15", "data": "batch_size=32", "train": "lr=3e-4"}
 
 #: How a YAML config file must look, for the messages about one that does not.
 _CONFIG_SHAPE = (
@@ -247,19 +343,18 @@ def load_config(
     Raises:
         ConfigError: an unknown key, a wrong type, an unreadable file, or an invalid value.
     """
-    schema = OmegaConf.structured(RunConfig)
-    try:
-        merged = schema
-        if base is not None:
-            base_dict = asdict(base) if isinstance(base, RunConfig) else base
-            merged = OmegaConf.merge(merged, OmegaConf.create(base_dict))
-    except OmegaConfBaseException as err:
-        raise _fail(err, "the base config") from None
+    sources: list[tuple[str, DictConfig, bool]] = []  # (where from, keys, saved by us)
+    if base is not None:
+        base_dict = asdict(base) if isinstance(base, RunConfig) else base
+        try:
+            sources.append(("the base config", OmegaConf.create(base_dict), True))
+        except OmegaConfBaseException as err:
+            raise _fail(err, "the base config") from None
     for f in files:
         path = resolve_config_file(f)
         try:
-            merged = OmegaConf.merge(merged, read_config_file(path))
-        except OmegaConfBaseException as err:
+            sources.append((str(path), read_config_file(path), False))
+        except OmegaConfBaseException as err:  # a value OmegaConf cannot hold (a YAML set)
             raise _fail(err, str(path)) from None
     bad = [o for o in overrides if "=" not in o]
     if bad:
@@ -268,7 +363,7 @@ def load_config(
         )
     for override in overrides:
         try:
-            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([override]))
+            sources.append(("the command line", OmegaConf.from_dotlist([override]), False))
         except OmegaConfBaseException as err:
             raise _fail(err, "the command line") from None
         except yaml.YAMLError as err:  # the value is parsed as YAML: "train.lr=[1"
@@ -277,6 +372,39 @@ def load_config(
                 f"override '{override}' has a value that is not valid YAML ({what}); give a "
                 "plain number or word, e.g. train.lr=3e-4"
             ) from None
+    # The last source that sets model.kind picks the model's config class; then every
+    # source merges into that schema, so a key of another kind is an error that says so.
+    kind: object = ModelConfig.kind
+    for source, node, _ in sources:
+        model = node.get("model") if isinstance(node, DictConfig) else None
+        if OmegaConf.is_dict(model) and "kind" in model:
+            try:
+                kind = model["kind"]
+            except OmegaConfBaseException as err:
+                raise _fail(err, source) from None
+    model_cls = model_config_class(kind)
+    merged: Any = OmegaConf.structured(RunConfig(model=model_cls()))
+    for source, node, saved in sources:
+        for section in SECTIONS:
+            value = node.get(section) if isinstance(node, DictConfig) else None
+            if value is not None and not OmegaConf.is_dict(value):
+                raise ConfigError(
+                    f"config key '{section}' in {source} must be a mapping of keys, got "
+                    f"{value!r}; set one key at a time, e.g. {section}.{_EXAMPLE_KEY[section]}"
+                )
+        model = node.get("model") if isinstance(node, DictConfig) else None
+        if OmegaConf.is_dict(model):
+            for key in [k for k in model if k not in _field_names(model_cls)]:
+                if saved and any(key in _field_names(c) for c in MODEL_CONFIGS):
+                    # a key of another kind in a config we wrote: a flat config saved before
+                    # configs were per kind, or a base whose kind an override changes
+                    del model[key]
+                else:
+                    raise ConfigError(_foreign_message(str(key), kind, source))
+        try:
+            merged = OmegaConf.merge(merged, node)
+        except OmegaConfBaseException as err:
+            raise _fail(err, source) from None
     try:
         cfg = OmegaConf.to_object(merged)  # resolves ${...} interpolations
     except OmegaConfBaseException as err:
@@ -383,6 +511,8 @@ def _check_numbers(cfg: RunConfig) -> None:
                 raise ConfigError(f"config key '{key}' must be a finite number{hint}, got {value}")
     for key, (low, high, note) in _RANGES.items():
         value = _get(cfg, key)
+        if value is None:
+            continue
         if (low is not None and value < low) or (high is not None and value > high):
             raise ConfigError(
                 f"config key '{key}' must be {_range_text(low, high, note)}, got {value}"
@@ -390,7 +520,10 @@ def _check_numbers(cfg: RunConfig) -> None:
 
 
 def _get(cfg: RunConfig, dotted: str) -> Any:
+    """The value of ``section.key``, or None where this config's model kind has no such key."""
     section, key = dotted.split(".")
+    if section == "model" and not hasattr(cfg.model, key):
+        return None
     return getattr(getattr(cfg, section), key)
 
 
@@ -404,7 +537,7 @@ def validate(cfg: RunConfig) -> None:
             )
     for key in _POSITIVE:
         value = _get(cfg, key)
-        if value <= 0:
+        if value is not None and value <= 0:
             raise ConfigError(f"config key '{key}' must be positive, got {value}")
     _check_numbers(cfg)
     if cfg.data.num_workers < -1:
@@ -420,10 +553,7 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(
             f"model.min_feature_size ({cfg.model.min_feature_size}) exceeds model.image_size ({size})"
         )
-    if cfg.model.seg_classes not in (1, 19) and cfg.model.kind == "segvae":
-        raise ConfigError(
-            f"model.seg_classes must be 1 (binary mask) or 19 (parts), got {cfg.model.seg_classes}"
-        )
+    cfg.model.check()
     if not 0.0 <= cfg.data.val_fraction < 1 or not 0.0 <= cfg.data.test_fraction < 1:
         raise ConfigError("data.val_fraction and data.test_fraction must lie in [0, 1)")
     if cfg.data.val_fraction + cfg.data.test_fraction >= 1:

@@ -131,7 +131,7 @@ from latentcam.explain.targets import SegClass
 from latentcam.explain.traversal import effect_maps
 from latentcam.io import ensure_dir, write_json
 from latentcam.models.base import kl_per_unit
-from latentcam.models.protocol import has_seg_output, is_conditional
+from latentcam.models.protocol import has_seg_output, is_conditional, seg_class_count
 from latentcam.models.segvae import predicted_labels
 from latentcam.runs import RunData, check_run_output, open_run_data
 
@@ -606,7 +606,6 @@ def _segmentation(
     batch: RunData, x_m: torch.Tensor, parts_m: torch.Tensor | None
 ) -> dict[str, Any]:
     model = batch.run.model
-    cfg = batch.run.config
     images, parts = batch.images, batch.parts
     out: dict[str, Any] = {}
     with torch.no_grad():
@@ -652,7 +651,7 @@ def _segmentation(
                 entry["chance"] = mean_finite(M.region_share(mask))
             cams_out[name] = entry
     out["seg_grad_cam"] = cams_out
-    out["classes"] = cfg.model.seg_classes
+    out["classes"] = seg_class_count(model)
     return out
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from latentcam.config import ModelConfig
+from latentcam.config import model_config
 from latentcam.errors import InputError
 from latentcam.explain.cam import (
     METHODS,
@@ -76,6 +76,10 @@ class GatedHead(nn.Module):
         return _output(self.fc(self.conv(x).flatten(1)) * scale)
 
 
+#: The fields each model kind adds to the shared ones, in these tests' tiny models.
+KIND_FIELDS: dict[str, dict[str, object]] = {"cvae": {"cond_dim": 3}, "segvae": {"seg_classes": 19}}
+
+
 def _tiny(kind: str = "vae", head: str = "linear", **overrides: object) -> nn.Module:
     fields: dict = dict(
         kind=kind,
@@ -86,12 +90,11 @@ def _tiny(kind: str = "vae", head: str = "linear", **overrides: object) -> nn.Mo
         max_channels=8,
         head=head,
         head_hidden=8,
-        cond_dim=3,
-        seg_classes=19 if kind == "segvae" else 1,
     )
+    fields.update(KIND_FIELDS.get(kind, {}))  # what each kind adds to the shared fields
     fields.update(overrides)
     torch.manual_seed(0)
-    return build_model(ModelConfig(**fields))
+    return build_model(model_config(**fields))
 
 
 def _batch(kind: str = "vae", n: int = 3) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -525,7 +528,7 @@ def test_cams_by_layer_equal_one_pass_per_layer_for_general_targets() -> None:
     layer given twice: the maps of compute_cams at each layer."""
     torch.manual_seed(1)
     model = build_model(
-        ModelConfig(kind="vae", image_size=16, latent_dim=4, num_layers=2, base_channels=4)
+        model_config(kind="vae", image_size=16, latent_dim=4, num_layers=2, base_channels=4)
     )
     images = torch.rand(2, 3, 16, 16)
     targets = [LatentUnit(1), LatentUnit(2, of="z", seed=3)]  # z is not linear in mu

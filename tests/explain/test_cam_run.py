@@ -12,7 +12,7 @@ from PIL import Image
 
 from latentcam.checkpoint import CHECKPOINT_KEY, MODEL_PREFIX, checkpoint_payload
 from latentcam.cli import main
-from latentcam.config import ModelConfig, RunConfig
+from latentcam.config import RunConfig, model_config
 from latentcam.explain.cam import latent_cams
 from latentcam.explain.run import explain_run
 from latentcam.models.registry import build_model
@@ -21,7 +21,7 @@ from latentcam.models.registry import build_model
 def write_run(folder: Path, kind: str, data_root: Path) -> Path:
     """A run folder with an (untrained, seeded) tiny model in a latentcam checkpoint."""
     cfg = RunConfig(
-        model=ModelConfig(
+        model=model_config(
             kind=kind,
             image_size=16,
             latent_dim=3,

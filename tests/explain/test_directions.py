@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from latentcam.concepts import cell_chance, score_directions
-from latentcam.config import ModelConfig
+from latentcam.config import model_config
 from latentcam.errors import InputError
 from latentcam.explain.cam import compute_cams, compute_cams_by_method, latent_cams
 from latentcam.explain.directions import (
@@ -58,7 +58,7 @@ def _tiny_vae(**overrides: object) -> GenerativeModel:
     )
     fields.update(overrides)
     torch.manual_seed(0)
-    return build_model(ModelConfig(**fields))
+    return build_model(model_config(**fields))
 
 
 # ----------------------------------------------------------------------------- the engine

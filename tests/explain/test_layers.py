@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from latentcam.config import ModelConfig
+from latentcam.config import model_config
 from latentcam.errors import InputError
 from latentcam.explain.cam import latent_cams
 from latentcam.explain.layers import (
@@ -128,7 +128,7 @@ def test_parse_layers_words_and_names() -> None:
 
 def test_fusion_layers_keep_8x8_and_up_plus_the_last() -> None:
     model = build_model(
-        ModelConfig(
+        model_config(
             kind="vae",
             image_size=32,
             latent_dim=4,
@@ -222,7 +222,7 @@ def _tiny_vae(head: str) -> nn.Module:
     """A seeded 16 px VAE with three blocks and the given mu head."""
     torch.manual_seed(0)
     return build_model(
-        ModelConfig(
+        model_config(
             kind="vae",
             image_size=16,
             latent_dim=3,

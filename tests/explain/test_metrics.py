@@ -233,12 +233,12 @@ def test_cascading_randomisation_passes_structured_and_fails_fixed_maps():
 
 def test_cascading_randomisation_on_a_real_tiny_vae():
     registry = pytest.importorskip("latentcam.models.registry")
-    from latentcam.config import ModelConfig
+    from latentcam.config import model_config
     from latentcam.explain.cam import latent_cams
 
     torch.manual_seed(0)
     vae = registry.build_model(
-        ModelConfig(kind="vae", image_size=32, latent_dim=6, num_layers=2, base_channels=4)
+        model_config(kind="vae", image_size=32, latent_dim=6, num_layers=2, base_channels=4)
     )
     x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     curve = m.cascading_randomisation(vae, x, lambda model, images: latent_cams(model, images).maps)

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from latentcam.config import ModelConfig
+from latentcam.config import model_config
 from latentcam.data.classes import ATTRIBUTE_NAMES
 from latentcam.errors import InputError
 from latentcam.explain.cam import latent_cams
@@ -182,7 +182,7 @@ def test_save_traversal_writes_strips_gifs_and_arrays(tmp_path):
 def test_on_real_tiny_models():
     registry = pytest.importorskip("latentcam.models.registry")
     vae = registry.build_model(
-        ModelConfig(kind="vae", image_size=16, latent_dim=4, num_layers=2, base_channels=4)
+        model_config(kind="vae", image_size=16, latent_dim=4, num_layers=2, base_channels=4)
     )
     x = _images()
     trav = traverse(vae, x, units=[1, 3], steps=[0.0, 1.0])
@@ -200,7 +200,7 @@ def test_on_real_tiny_models():
     one = effect_maps(vae, mu, units=[3], delta=1.5, symmetric=False)
     assert torch.allclose(one[:, 0], oracle, atol=1e-6)
     cvae = registry.build_model(
-        ModelConfig(
+        model_config(
             kind="cvae", image_size=16, latent_dim=4, num_layers=2, base_channels=4, cond_dim=3
         )
     )
@@ -211,7 +211,7 @@ def test_on_real_tiny_models():
     assert by_attr.effects[1, :, 0].max() < 1e-6  # image 1 has neither
     assert by_attr.effects[1, :, 1].max() > 1e-4
     seg = registry.build_model(
-        ModelConfig(
+        model_config(
             kind="segvae",
             image_size=16,
             latent_dim=4,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import latentcam
-from latentcam.config import ModelConfig
+from latentcam.config import model_config
 from latentcam.errors import InputError
 from latentcam.models.base import GenerativeModel
 from latentcam.models.protocol import (
@@ -24,6 +24,10 @@ from latentcam.models.protocol import (
 from latentcam.models.registry import build_model, capabilities_of
 
 
+#: The fields each model kind adds to the shared ones, in these tests' tiny models.
+KIND_FIELDS: dict[str, dict[str, object]] = {"cvae": {"cond_dim": 3}, "segvae": {"seg_classes": 19}}
+
+
 def _model(kind: str, **overrides: object) -> GenerativeModel:
     fields: dict = dict(
         kind=kind,
@@ -32,12 +36,11 @@ def _model(kind: str, **overrides: object) -> GenerativeModel:
         num_layers=3,
         base_channels=4,
         max_channels=8,
-        cond_dim=3,
-        seg_classes=19 if kind == "segvae" else 1,
     )
+    fields.update(KIND_FIELDS.get(kind, {}))  # what each kind adds to the shared fields
     fields.update(overrides)
     torch.manual_seed(0)
-    return build_model(ModelConfig(**fields))
+    return build_model(model_config(**fields))
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from latentcam.config import ModelConfig
+from latentcam.config import model_config
 from latentcam.errors import InputError
 from latentcam.models.pythae_nets import OBJECTIVES, pythae_adapter, pythae_model
 from latentcam.models.saved import SPEC_FILE, import_model, load_adapted
@@ -36,7 +36,7 @@ def _as_pythae_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def test_pythae_networks_compute_what_our_vae_computes() -> None:
     torch.manual_seed(0)
-    ours = VAE(ModelConfig(kind="vae", **TINY)).eval()
+    ours = VAE(model_config(kind="vae", **TINY)).eval()
     model = pythae_model("betatc", TINY).eval()
     model.load_state_dict(_as_pythae_names(ours.state_dict()), strict=True)
     x = torch.rand(3, 3, 32, 32)
@@ -63,7 +63,7 @@ def test_pythae_losses_run_and_train_the_networks(objective: str) -> None:
 
 def test_adapter_explains_the_conv_blocks() -> None:
     adapted = pythae_adapter("betavae", TINY, {"beta": 4.0})
-    ours = VAE(ModelConfig(kind="vae", **TINY))
+    ours = VAE(model_config(kind="vae", **TINY))
     names = [f"module.encoder.body.blocks.{i}" for i in range(3)]
     assert adapted.encoder_layers() == names
     assert adapted.explain_layer == names[-1]

@@ -111,8 +111,8 @@ def test_autoencoder_kl_run_folder_round_trip(tmp_path: Path) -> None:
     assert run.config.model.latent_dim == 1024 and run.config.data.path == "synth"
     assert not run.model.training
     _assert_same_model(adapted, run.model, _images(size=32))
-    with pytest.raises(CheckpointError, match=r"works as a vae, but a segvae model is needed"):
-        load_run(out, kind="segvae")
+    with pytest.raises(CheckpointError, match=r"without a segmentation output"):
+        load_run(out, needs="segmentation")
     with pytest.raises(InputError, match=r"already holds a run; choose a new folder"):
         save_adapted(adapted, out)
 

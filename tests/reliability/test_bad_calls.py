@@ -410,8 +410,10 @@ def test_checkpoint_that_does_not_fit_the_model(runs: dict[str, Path], tmp_path:
     torch.save(checkpoint, tmp_path / "edited.ckpt")
     with pytest.raises(CheckpointError, match=r"do not fit the vae model.*wrong shape: .*\(8, "):
         load_run(tmp_path / "edited.ckpt")
-    with pytest.raises(CheckpointError, match="holds a vae model, but a segvae model is needed"):
-        load_run(runs["vae"], kind="segvae")
+    with pytest.raises(
+        CheckpointError, match="without a segmentation output .*outputs: image.* is needed here"
+    ):
+        load_run(runs["vae"], needs="segmentation")
 
 
 def test_sampling_and_traversal_bad_arguments(loaded: dict[str, LoadedRun]) -> None:

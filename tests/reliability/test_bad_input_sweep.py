@@ -314,7 +314,7 @@ SAYS: dict[str, str] = {
     "sweep --config {yaml_syntax} --out {out} --grid latent=4": "{yaml_syntax}, line 3, column 1",
     "train --config tiny --out {out} train.lr=[1": "override 'train.lr=[1' has a value that is not",
     "train --config tiny --out {out} train.lr=${{oops}}": "Interpolation key 'oops' not found",
-    "train --config tiny --out {out} model=5": "int is not a subclass of ModelConfig",
+    "train --config tiny --out {out} model=5": "config key 'model' in the command line must be a mapping of keys, got 5",
     "train --config tiny --out {out} train.lr={{a:1}}": "config key 'train.lr' in the command line",
     "train --config tiny --out {out} =3": "Key '' not in 'RunConfig'",
     "data info {attr_latin1}": "list_attr_celeba.txt is not UTF-8 text (byte 0xe9 on line 5",

@@ -91,7 +91,7 @@ from latentcam.figures import (
 )
 from latentcam.generate import as_pictures, attribute_vector, colorize_labels
 from latentcam.models.base import Decoded, kl_per_unit, resolve_layer
-from latentcam.models.protocol import has_image_output, has_seg_output
+from latentcam.models.protocol import has_image_output, has_seg_output, seg_class_count
 from latentcam.models.segvae import predicted_labels
 from latentcam.runs import open_run_data
 
@@ -514,7 +514,7 @@ class ExplorerSession:
         """Names of the segmentation classes (empty for a model without segmentation)."""
         if not has_seg_output(self.model):
             return []
-        count = int(self.run.config.model.seg_classes)
+        count = seg_class_count(self.model)
         return ["mask"] if count == 1 else list(PART_NAMES[:count])
 
     def _default_seg_class(self) -> int:

@@ -322,7 +322,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     from latentcam.figures import make_grid, save_png
     from latentcam.generate import colorize_labels, reconstruct
     from latentcam.io import ensure_dir
-    from latentcam.models.protocol import has_image_output, has_seg_output
+    from latentcam.models.protocol import has_image_output, has_seg_output, seg_class_count
     from latentcam.models.segvae import predicted_labels
     from latentcam.runs import check_run_output, open_run_data
     from latentcam.training.module import seg_target_is_binary
@@ -344,7 +344,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         target = (
             torch.from_numpy(binary_mask(batch.parts.numpy())).long() if binary else batch.parts
         )
-        classes = 2 if binary else cfg.model.seg_classes
+        classes = 2 if binary else seg_class_count(model)
         rows.append(colorize_labels(predicted_labels(seg_logits), classes))
         rows.append(colorize_labels(target, classes))
     n = batch.images.shape[0]

@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from latentcam.config import ModelConfig
+from latentcam.config import CVAEConfig
+from latentcam.errors import ConfigError
 from latentcam.models.vae import VAE
 
 
@@ -25,7 +26,12 @@ class ConditionalVAE(VAE):
 
     kind = "cvae"
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: CVAEConfig) -> None:
+        if not isinstance(cfg, CVAEConfig):
+            raise ConfigError(
+                f"a ConditionalVAE is built from a CVAEConfig (model.kind=cvae), got a "
+                f"{type(cfg).__name__}"
+            )
         super().__init__(cfg, cond_dim=cfg.cond_dim)
         self.cond_embed = nn.Linear(cfg.cond_dim, cfg.image_size * cfg.image_size)
 

@@ -50,6 +50,7 @@ __all__ = [
     "has_seg_output",
     "is_conditional",
     "is_spatial",
+    "seg_class_count",
 ]
 
 #: Every value ``outputs`` may hold.
@@ -201,6 +202,14 @@ def has_seg_output(model: LatentModel | Capabilities) -> bool:
 def is_conditional(model: LatentModel | Capabilities) -> bool:
     """True when the model needs a condition (replaces ``kind == "cvae"``)."""
     return model.cond_dim > 0
+
+
+def seg_class_count(model: LatentModel | Capabilities) -> int:
+    """P, the segmentation classes ``decode`` predicts: 0 without a segmentation output; a
+    model that does not say (an adapter) is read as one binary mask."""
+    if not has_seg_output(model):
+        return 0
+    return int(getattr(model, "seg_classes", 0) or 1)
 
 
 def is_spatial(model: LatentModel | Capabilities) -> bool:

@@ -44,8 +44,9 @@ from pythae.models import (
 from pythae.models.base.base_utils import ModelOutput
 from pythae.models.nn import BaseDecoder, BaseEncoder
 
-from latentcam.config import ModelConfig
-from latentcam.errors import InputError
+from latentcam.config import MODEL_CONFIGS, ModelConfig
+from latentcam.config import model_config as config_of_kind
+from latentcam.errors import ConfigError, InputError
 from latentcam.models.adapters import PythaeVAE
 from latentcam.models.protocol import has_seg_output, is_conditional
 from latentcam.models.registry import capabilities_of
@@ -104,12 +105,16 @@ def model_config(model: dict[str, Any] | None = None) -> ModelConfig:
     """
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
     overrides = dict(model or {})
-    unknown = sorted(set(overrides) - fields)
+    every_kind = {f.name for cls in MODEL_CONFIGS for f in dataclasses.fields(cls)}
+    unknown = sorted(set(overrides) - every_kind)
     if unknown:
         raise InputError(
-            f"unknown model field '{unknown[0]}'; latentcam's ModelConfig has: {', '.join(sorted(fields))}"
+            f"unknown model field '{unknown[0]}'; latentcam's VAE config has: {', '.join(sorted(fields))}"
         )
-    cfg = ModelConfig(**overrides)
+    try:
+        cfg = config_of_kind(**overrides)
+    except ConfigError as err:
+        raise InputError(f"{err}; pythae networks mirror the plain VAE") from None
     caps = capabilities_of(cfg)
     if is_conditional(caps) or has_seg_output(caps) or len(caps.latent_shape) != 1:
         raise InputError(

@@ -7,7 +7,7 @@ tools read the capabilities (:mod:`latentcam.models.protocol`), never the kind.
 
 from __future__ import annotations
 
-from latentcam.config import MODEL_KINDS, ModelConfig, RunConfig, validate
+from latentcam.config import MODEL_KINDS, CVAEConfig, ModelConfig, RunConfig, SegVAEConfig, validate
 from latentcam.errors import ConfigError
 from latentcam.models.base import IMAGE, SEGMENTATION, GenerativeModel
 from latentcam.models.blocks import feature_sizes
@@ -58,12 +58,13 @@ def capabilities_of(cfg: ModelConfig) -> Capabilities:
         latent_shape: tuple[int, ...] = (cfg.latent_dim, side, side)
     else:
         latent_shape = (cfg.latent_dim,)
-    segmentation = cfg.kind == "segvae"
-    image = not segmentation or cfg.seg_recon_image  # a SegVAE decodes an image on request
+    segmentation = isinstance(cfg, SegVAEConfig)
+    # a SegVAE decodes an image on request
+    image = not isinstance(cfg, SegVAEConfig) or cfg.seg_recon_image
     outputs = {name for name, on in ((IMAGE, image), (SEGMENTATION, segmentation)) if on}
     return Capabilities(
         latent_shape=latent_shape,
-        cond_dim=cfg.cond_dim if cfg.kind == "cvae" else 0,
+        cond_dim=cfg.cond_dim if isinstance(cfg, CVAEConfig) else 0,
         outputs=frozenset(outputs),
-        seg_classes=cfg.seg_classes if segmentation else 0,
+        seg_classes=cfg.seg_classes if isinstance(cfg, SegVAEConfig) else 0,
     )

@@ -56,7 +56,6 @@ from latentcam.models.adapters import (
     adapt,
     wrap,
 )
-from latentcam.models.base import IMAGE
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +72,6 @@ LIBRARIES = ("diffusers", "pythae", "python")
 def is_adapter_run(path: str | Path) -> bool:
     """True when ``path`` is a folder written by :func:`save_adapted`."""
     return (Path(path) / SPEC_FILE).is_file()
-
-
-def legacy_kind(model: Adapter) -> str:
-    """The model kind the tools that still compare kind strings should treat it as:
-    "cvae" with a condition, "vae" with an image output, else "segvae". A bridge until
-    those tools ask :mod:`latentcam.models.protocol` instead."""
-    if model.cond_dim > 0:
-        return "cvae"
-    return "vae" if IMAGE in model.outputs else "segvae"
 
 
 # ----------------------------------------------------------------------------- spec

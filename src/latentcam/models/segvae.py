@@ -75,7 +75,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from latentcam.config import ModelConfig
+from latentcam.config import ModelConfig, SegVAEConfig
+from latentcam.errors import ConfigError
 from latentcam.models.base import IMAGE, SEGMENTATION, Decoded
 from latentcam.models.vae import VAE
 
@@ -98,10 +99,16 @@ class SegVAE(VAE):
 
     kind = "segvae"
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: SegVAEConfig) -> None:
+        if not isinstance(cfg, SegVAEConfig):
+            raise ConfigError(
+                f"a SegVAE is built from a SegVAEConfig (model.kind=segvae), got a "
+                f"{type(cfg).__name__}"
+            )
         super().__init__(cfg)
 
     def _build_output_heads(self, cfg: ModelConfig, channels: int) -> None:
+        assert isinstance(cfg, SegVAEConfig)  # checked by __init__
         self.seg_classes = cfg.seg_classes
         self.seg_head = nn.Conv2d(channels, cfg.seg_classes, 3, padding=1)
         self.image_head: nn.Module | None = (

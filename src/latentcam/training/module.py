@@ -73,11 +73,12 @@ def seg_target_is_binary(cfg: RunConfig) -> bool:
     Raises:
         ConfigError: ``data.target = binary`` with ``model.seg_classes = 19``.
     """
-    binary = cfg.model.seg_classes == 1
-    if has_seg_output(capabilities_of(cfg.model)) and cfg.data.target == "binary" and not binary:
+    classes = capabilities_of(cfg.model).seg_classes
+    binary = classes == 1
+    if classes and cfg.data.target == "binary" and not binary:
         raise ConfigError(
             "config key 'data.target' is 'binary' but model.seg_classes is "
-            f"{cfg.model.seg_classes}; set model.seg_classes=1 for the binary mask, or "
+            f"{classes}; set model.seg_classes=1 for the binary mask, or "
             "data.target=parts for 19-class parsing"
         )
     return binary

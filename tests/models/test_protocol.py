@@ -23,7 +23,6 @@ from latentcam.models.protocol import (
 )
 from latentcam.models.registry import build_model, capabilities_of
 
-
 #: The fields each model kind adds to the shared ones, in these tests' tiny models.
 KIND_FIELDS: dict[str, dict[str, object]] = {"cvae": {"cond_dim": 3}, "segvae": {"seg_classes": 19}}
 
